@@ -1,0 +1,43 @@
+"""runstash: an embedded, crash-safe artifact store for Python programs that produce many files."""
+
+from . import errors
+from .errors import (
+    AlreadyExistsError,
+    CorruptError,
+    IncompatibleStoreError,
+    InvalidArgumentError,
+    NotFoundError,
+    RunstashError,
+    StoreIOError,
+)
+from .store import (
+    DEFAULT_ROOT,
+    Blob,
+    BlobWriter,
+    Store,
+    VerifyReport,
+    hash_bytes,
+    hash_file,
+    write_atomic,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "AlreadyExistsError",
+    "Blob",
+    "BlobWriter",
+    "CorruptError",
+    "IncompatibleStoreError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "RunstashError",
+    "Store",
+    "StoreIOError",
+    "VerifyReport",
+    "errors",
+    "hash_bytes",
+    "hash_file",
+    "write_atomic",
+]

@@ -1,0 +1,7 @@
+"""``python -m runstash``: the runstash command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,510 @@
+//! `BlobStore`: content-addressed, immutable files under `blobs/<2 hex>/<62 hex>`.
+//!
+//! Invariants:
+//! - A blob file, once at its final name, holds exactly the bytes whose hash is its name, and is
+//!   read-only (mode 0444). It is published with `RENAME_NOREPLACE`, so an existing blob is never
+//!   overwritten: writers of the same content race harmlessly and the bytes are stored once.
+//! - Every temp file lives in `staging/` (same filesystem as `blobs/`), so publishing is a
+//!   rename, never a copy.
+//! - Nothing outside the store root is ever written; `ingest` only takes files that resolve to a
+//!   path inside `staging/`.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::atomic::{
+    AtomicFile, Durability, create_exclusive, fsync_dir, rename_noreplace, unique_token,
+};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::hash::{Digest, HashAlgo, hash_bytes, hash_open_file};
+use crate::paths::{ensure_inside, normalize_ext};
+
+/// Files below this size are read into memory and written in one call; larger ones are copied
+/// by the kernel while another thread hashes them.
+const KERNEL_COPY_MIN: u64 = 1 << 20;
+
+/// The outcome of storing bytes.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+    pub path: PathBuf,
+    /// False when the content was already stored (deduplicated): nothing new was written.
+    pub created: bool,
+}
+
+/// What `verify_all` found.
+#[derive(Debug, Default, Clone)]
+pub struct VerifyReport {
+    pub checked: u64,
+    /// Blobs whose bytes do not hash to their name.
+    pub corrupt: Vec<PathBuf>,
+    /// Files under `blobs/` that are not named like a blob.
+    pub stray: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+    blobs: PathBuf,
+    staging: PathBuf,
+    algo: HashAlgo,
+    durability: Durability,
+}
+
+impl BlobStore {
+    /// `root` must be canonical and already hold `blobs/` and `staging/`.
+    pub fn new(root: PathBuf, algo: HashAlgo, durability: Durability) -> Self {
+        BlobStore {
+            blobs: root.join("blobs"),
+            staging: root.join("staging"),
+            root,
+            algo,
+            durability,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    pub fn algo(&self) -> HashAlgo {
+        self.algo
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Where the blob with this digest lives (whether or not it exists).
+    pub fn path_of(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.blobs.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// A digest of this store's algorithm, or an error naming the mismatch.
+    pub fn check_digest(&self, d: &Digest) -> Result<()> {
+        if d.algo() != self.algo {
+            return Err(Error::invalid(format!(
+                "{d} is a {} digest but this store hashes with {}",
+                d.algo(),
+                self.algo
+            )));
+        }
+        Ok(())
+    }
+
+    /// Renames a finished temp file to the blob path, creating the fan-out directory on first
+    /// use. Returns whether this call created the blob.
+    fn publish(&self, f: &mut AtomicFile, d: &Digest) -> Result<bool> {
+        let dest = self.path_of(d);
+        match f.commit_noreplace(&dest) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.make_fanout(&dest)?;
+                f.commit_noreplace(&dest)
+            }
+            r => r,
+        }
+    }
+
+    fn make_fanout(&self, dest: &Path) -> Result<()> {
+        let dir = dest.parent().unwrap_or(&self.blobs);
+        std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+        if self.durability == Durability::Fsync {
+            fsync_dir(&self.blobs)?;
+        }
+        Ok(())
+    }
+
+    fn info(&self, digest: Digest, size: u64, created: bool) -> BlobInfo {
+        BlobInfo {
+            path: self.path_of(&digest),
+            digest,
+            size,
+            created,
+        }
+    }
+
+    /// Stores a buffer. The hash is computed first, so content that is already stored costs one
+    /// `stat` and no write.
+    pub fn put_bytes(&self, data: &[u8]) -> Result<BlobInfo> {
+        let digest = hash_bytes(self.algo, data);
+        let size = data.len() as u64;
+        if self.path_of(&digest).exists() {
+            return Ok(self.info(digest, size, false));
+        }
+        let mut f = AtomicFile::create_in(&self.staging, self.durability, None, 0o444, "")?;
+        f.write_all(data)?;
+        let created = self.publish(&mut f, &digest)?;
+        Ok(self.info(digest, size, created))
+    }
+
+    /// A streaming writer whose bytes become a blob on `commit`. `ext` only names the temp file.
+    pub fn writer(&self, ext: &str) -> Result<BlobWriter> {
+        let ext = normalize_ext(ext)?;
+        let file =
+            AtomicFile::create_in(&self.staging, self.durability, Some(self.algo), 0o444, &ext)?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            file,
+        })
+    }
+
+    /// Stores a copy of the file at `src`, which is left untouched. One pass over the source:
+    /// large files are copied by the kernel (`copy_file_range`) while a second thread hashes the
+    /// same pages, so the hash costs little beyond the copy.
+    pub fn save(&self, src: &Path) -> Result<BlobInfo> {
+        let file = File::open(src).ctx("open", src)?;
+        let meta = file.metadata().ctx("stat", src)?;
+        if meta.is_dir() {
+            return Err(Error::invalid(format!(
+                "cannot save {}: it is a directory",
+                src.display()
+            )));
+        }
+        if !meta.is_file() || meta.len() < KERNEL_COPY_MIN {
+            let mut buf = Vec::with_capacity(meta.len() as usize);
+            (&file).read_to_end(&mut buf).ctx("read", src)?;
+            return self.put_bytes(&buf);
+        }
+        let len = meta.len();
+        let mut tmp = AtomicFile::create_in(&self.staging, self.durability, None, 0o444, "")?;
+        // Safety: read-only map of the caller's file, dropped before return. If the caller
+        // truncates the file while we copy it, the process may get SIGBUS; saving a file that is
+        // being rewritten is a caller error we cannot make safe without a second copy.
+        let map = unsafe { memmap2::Mmap::map(&file) }.ctx("mmap", src)?;
+        let algo = self.algo;
+        let (digest, copied) = std::thread::scope(|s| {
+            let hasher = s.spawn(|| {
+                let mut h = crate::hash::Hasher::new(algo);
+                h.update(&map);
+                h.finalize()
+            });
+            let copied = copy_range(&file, tmp.file(), len, src, tmp.temp_path());
+            let digest = hasher
+                .join()
+                .map_err(|_| Error::new(ErrorKind::Io, "hash thread failed"));
+            (digest, copied)
+        });
+        let digest = digest?;
+        let copied = copied?;
+        if copied != len {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{} changed size while being saved ({len} -> {copied} bytes)",
+                    src.display()
+                ),
+            ));
+        }
+        tmp.note_external_write(copied);
+        let created = self.publish(&mut tmp, &digest)?;
+        Ok(self.info(digest, len, created))
+    }
+
+    /// Creates an empty file in `staging/` for the caller to fill, then `ingest`.
+    pub fn stage(&self, ext: &str) -> Result<PathBuf> {
+        let ext = normalize_ext(ext)?;
+        let path = self.staging.join(format!("stage.{}{ext}", unique_token()));
+        create_exclusive(&path, 0o644)?;
+        Ok(path)
+    }
+
+    /// Creates an empty directory in `staging/` for the caller to fill.
+    pub fn stage_dir(&self, suffix: &str) -> Result<PathBuf> {
+        if !suffix.is_empty() {
+            crate::paths::validate_component(suffix, "directory suffix")?;
+        }
+        let path = self.staging.join(format!("dir.{}{suffix}", unique_token()));
+        std::fs::create_dir(&path).ctx("create directory", &path)?;
+        Ok(path)
+    }
+
+    /// Moves a file from `staging/` into the blob store: a rename, no copy. The staged name is
+    /// gone afterwards (also when the content was already stored).
+    pub fn ingest(&self, staged: &Path) -> Result<BlobInfo> {
+        let staging = self.staging.canonicalize().ctx("resolve", &self.staging)?;
+        let meta = std::fs::symlink_metadata(staged).ctx("stat", staged)?;
+        if meta.file_type().is_symlink() {
+            return Err(Error::invalid(format!(
+                "refusing to ingest {}: it is a symlink",
+                staged.display()
+            )));
+        }
+        if !meta.is_file() {
+            return Err(Error::invalid(format!(
+                "cannot ingest {}: not a regular file",
+                staged.display()
+            )));
+        }
+        let real = ensure_inside(&staging, staged, "staged path")?;
+        if real.parent() != Some(staging.as_path()) {
+            return Err(Error::invalid(format!(
+                "staged path {} is not directly inside the staging area {}",
+                staged.display(),
+                staging.display()
+            )));
+        }
+        let file = File::open(&real).ctx("open", &real)?;
+        let (digest, size) = hash_open_file(self.algo, &file, &real)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o444))
+            .ctx("chmod", &real)?;
+        if self.durability == Durability::Fsync {
+            file.sync_all().ctx("fsync", &real)?;
+        }
+        drop(file);
+        let dest = self.path_of(&digest);
+        let created = match rename_noreplace(&real, &dest) {
+            Err(e) if e.kind() == ErrorKind::NotFound && real.exists() => {
+                self.make_fanout(&dest)?;
+                rename_noreplace(&real, &dest)?
+            }
+            r => r?,
+        };
+        if created {
+            if self.durability == Durability::Fsync {
+                fsync_dir(dest.parent().unwrap_or(&self.blobs))?;
+            }
+        } else {
+            std::fs::remove_file(&real).ctx("remove", &real)?;
+        }
+        Ok(self.info(digest, size, created))
+    }
+
+    pub fn exists(&self, d: &Digest) -> bool {
+        self.path_of(d).is_file()
+    }
+
+    /// Opens a blob for reading.
+    pub fn open(&self, d: &Digest) -> Result<File> {
+        self.check_digest(d)?;
+        let p = self.path_of(d);
+        File::open(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::not_found(format!("no blob {d} in the store")).with_path(&p)
+            }
+            _ => Error::io("open", &p, e),
+        })
+    }
+
+    /// Reads a whole blob; with `verify`, checks that the bytes still hash to `d`.
+    pub fn read(&self, d: &Digest, verify: bool) -> Result<Vec<u8>> {
+        let mut f = self.open(d)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).ctx("read", &self.path_of(d))?;
+        if verify && hash_bytes(self.algo, &buf) != *d {
+            return Err(Error::corrupt(format!("blob {d} does not match its hash"))
+                .with_path(&self.path_of(d)));
+        }
+        Ok(buf)
+    }
+
+    /// Re-hashes one blob. `Ok(false)` means the bytes no longer match; a missing blob is an error.
+    pub fn verify(&self, d: &Digest) -> Result<bool> {
+        let f = self.open(d)?;
+        let (got, _) = hash_open_file(self.algo, &f, &self.path_of(d))?;
+        Ok(got == *d)
+    }
+
+    /// Re-hashes every blob and lists stray files under `blobs/`.
+    pub fn verify_all(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for (path, digest) in self.walk()? {
+            match digest {
+                None => report.stray.push(path),
+                Some(d) => {
+                    report.checked += 1;
+                    let f = File::open(&path).ctx("open", &path)?;
+                    let (got, _) = hash_open_file(self.algo, &f, &path)?;
+                    if got != d {
+                        report.corrupt.push(path);
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every file under `blobs/`, with its digest when its name is a blob name.
+    pub fn walk(&self) -> Result<Vec<(PathBuf, Option<Digest>)>> {
+        let mut out = Vec::new();
+        let top = match std::fs::read_dir(&self.blobs) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io("list", &self.blobs, e)),
+        };
+        for fan in top {
+            let fan = fan.ctx("list", &self.blobs)?;
+            let fan_name = fan.file_name().to_string_lossy().into_owned();
+            let fan_path = fan.path();
+            if !fan.file_type().ctx("stat", &fan_path)?.is_dir() {
+                out.push((fan_path, None));
+                continue;
+            }
+            for ent in std::fs::read_dir(&fan_path).ctx("list", &fan_path)? {
+                let ent = ent.ctx("list", &fan_path)?;
+                let name = ent.file_name().to_string_lossy().into_owned();
+                let digest = format!("{}:{fan_name}{name}", self.algo)
+                    .parse::<Digest>()
+                    .ok();
+                let is_file = ent.file_type().map(|t| t.is_file()).unwrap_or(false);
+                out.push((ent.path(), digest.filter(|_| is_file)));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Copies `len` bytes from `src` to `dst` in the kernel; falls back to read/write where
+/// `copy_file_range` is not supported (for example across filesystems on old kernels).
+fn copy_range(src: &File, dst: &File, len: u64, src_path: &Path, dst_path: &Path) -> Result<u64> {
+    let mut off_in = 0u64;
+    let mut off_out = 0u64;
+    while off_in < len {
+        let want = (len - off_in).min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL)
+                if off_in == 0 =>
+            {
+                return copy_by_read(src, dst, src_path, dst_path);
+            }
+            Err(e) => return Err(Error::io("copy", dst_path, std::io::Error::from(e))),
+        }
+    }
+    Ok(off_out)
+}
+
+fn copy_by_read(src: &File, dst: &File, src_path: &Path, dst_path: &Path) -> Result<u64> {
+    use std::io::Write;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let (mut r, mut w) = (src, dst);
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", src_path, e)),
+        };
+        w.write_all(&buf[..n]).ctx("write", dst_path)?;
+        total += n as u64;
+    }
+}
+
+/// A streaming blob write in progress. Dropping it without `commit` leaves nothing behind.
+pub struct BlobWriter {
+    store: BlobStore,
+    file: AtomicFile,
+}
+
+impl BlobWriter {
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.file.write_all(data)
+    }
+
+    pub fn seek(&mut self, to: std::io::SeekFrom) -> Result<u64> {
+        self.file.seek(to)
+    }
+
+    pub fn position(&self) -> u64 {
+        self.file.position()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.file.size()
+    }
+
+    /// Hashes (streamed, or re-read after seeks) and publishes the blob.
+    pub fn commit(mut self) -> Result<BlobInfo> {
+        let (digest, size) = self.file.digest()?;
+        let created = self.store.publish(&mut self.file, &digest)?;
+        Ok(self.store.info(digest, size, created))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(name: &str) -> BlobStore {
+        let d = std::env::temp_dir().join(format!("runstash-blobs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("staging")).unwrap();
+        std::fs::create_dir_all(d.join("blobs")).unwrap();
+        BlobStore::new(d.canonicalize().unwrap(), HashAlgo::Blake3, Durability::Os)
+    }
+
+    #[test]
+    fn dedup_and_read_only() {
+        let s = store("dedup");
+        let a = s.put_bytes(b"same").unwrap();
+        let b = s.put_bytes(b"same").unwrap();
+        assert!(a.created && !b.created);
+        assert_eq!(a.digest, b.digest);
+        let mode = std::fs::metadata(&a.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o222, 0, "blob must be read-only");
+        assert_eq!(s.read(&a.digest, true).unwrap(), b"same");
+        assert_eq!(std::fs::read_dir(s.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn save_large_file_matches_put() {
+        let s = store("save");
+        let src = s.root().join("src.bin");
+        let data: Vec<u8> = (0..3_000_003u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let saved = s.save(&src).unwrap();
+        assert_eq!(saved.digest, hash_bytes(HashAlgo::Blake3, &data));
+        assert_eq!(std::fs::read(&saved.path).unwrap(), data);
+        assert_eq!(
+            std::fs::read(&src).unwrap(),
+            data,
+            "source must be untouched"
+        );
+        assert!(s.verify(&saved.digest).unwrap());
+    }
+
+    #[test]
+    fn ingest_only_from_staging() {
+        let s = store("ingest");
+        let staged = s.stage(".txt").unwrap();
+        std::fs::write(&staged, b"hello").unwrap();
+        let info = s.ingest(&staged).unwrap();
+        assert!(!staged.exists());
+        assert_eq!(std::fs::read(&info.path).unwrap(), b"hello");
+        let outside = s.root().join("outside.txt");
+        std::fs::write(&outside, b"x").unwrap();
+        assert_eq!(
+            s.ingest(&outside).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(outside.exists());
+    }
+
+    #[test]
+    fn verify_all_finds_corruption() {
+        let s = store("verify");
+        let a = s.put_bytes(b"good").unwrap();
+        let b = s.put_bytes(b"bad!").unwrap();
+        std::fs::set_permissions(&b.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&b.path, b"BAD!").unwrap();
+        let r = s.verify_all().unwrap();
+        assert_eq!(r.checked, 2);
+        assert_eq!(r.corrupt, vec![b.path.clone()]);
+        assert!(s.verify(&a.digest).unwrap());
+        assert_eq!(
+            s.read(&b.digest, true).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! runstash-core: the engine of runstash, in pure Rust (no Python).
+//!
+//! - [`hash`]: BLAKE3 and SHA-256, streaming and whole-file.
+//! - [`atomic`]: `AtomicFile`, bytes reach their final name only when complete.
+//! - [`blobs`]: the content-addressed blob store.
+//! - [`store`]: a store root, its metadata and layout.
+//! - [`paths`]: validation of caller-supplied names and paths.
+
+pub mod atomic;
+pub mod blobs;
+pub mod error;
+pub mod hash;
+pub mod paths;
+pub mod store;
+
+pub use atomic::{AtomicFile, Durability, write_atomic};
+pub use blobs::{BlobInfo, BlobStore, BlobWriter, VerifyReport};
+pub use error::{Error, ErrorKind, Result};
+pub use hash::{Digest, HashAlgo, Hasher, hash_bytes, hash_file};
+pub use store::{OpenOptions, Store, StoreMeta};

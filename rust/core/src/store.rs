@@ -1,0 +1,339 @@
+//! `Store`: a store root on disk, its `STORE.json`, and the parts that live under it.
+//!
+//! Opening creates the layout of DESIGN.md when the root is new (or empty), and otherwise checks
+//! that the store was made by a format this code knows and with the hash algorithm asked for.
+//! A root that is a file, or a non-empty directory that is not a store, is refused rather than
+//! written into.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{AtomicFile, Durability, clean_stale_temps};
+use crate::blobs::BlobStore;
+use crate::error::{Error, IoContext, Result};
+use crate::hash::{Digest, HashAlgo};
+
+/// The on-disk format this code writes and the newest it can read.
+pub const FORMAT_VERSION: u32 = 1;
+const META_FILE: &str = "STORE.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreMeta {
+    pub format: String,
+    pub format_version: u32,
+    pub hash: String,
+    pub created_at: String,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// The algorithm for a new store; for an existing one, `Some` must match what it uses.
+    pub hash: Option<HashAlgo>,
+    pub durability: Durability,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            hash: None,
+            durability: Durability::Fsync,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    meta: StoreMeta,
+    blobs: BlobStore,
+}
+
+impl Store {
+    pub fn open(root: &Path, opts: OpenOptions) -> Result<Store> {
+        if root.as_os_str().is_empty() {
+            return Err(Error::invalid("store root must not be empty"));
+        }
+        match std::fs::metadata(root) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::invalid(format!(
+                    "store root {} exists and is not a directory",
+                    root.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(root).ctx("create store root", root)?;
+            }
+            Err(e) => return Err(Error::io("stat", root, e)),
+        }
+        let root = root.canonicalize().ctx("resolve", root)?;
+        let meta_path = root.join(META_FILE);
+        let meta = match read_meta(&meta_path)? {
+            Some(meta) => meta,
+            None => create(&root, opts)?,
+        };
+        check_meta(&meta, &meta_path, opts.hash)?;
+        let algo: HashAlgo = meta.hash.parse()?;
+        for sub in ["blobs", "staging", "index"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).ctx("create directory", &p)?;
+        }
+        // Leftover temps of crashed writers are garbage by construction (never published).
+        clean_stale_temps(&root.join("staging"))?;
+        let blobs = BlobStore::new(root.clone(), algo, opts.durability);
+        Ok(Store { root, meta, blobs })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn meta(&self) -> &StoreMeta {
+        &self.meta
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// `file://` URI of a blob (percent-encoded absolute path).
+    pub fn uri_of(&self, d: &Digest) -> String {
+        file_uri(&self.blobs.path_of(d))
+    }
+
+    /// The digest named by a blob URI of this store; an error for anything else.
+    pub fn digest_from_uri(&self, uri: &str) -> Result<Digest> {
+        let path = uri
+            .strip_prefix("file://")
+            .map(percent_decode)
+            .ok_or_else(|| Error::invalid(format!("{uri:?} is not a file:// URI of this store")))?;
+        let blobs = self.root.join("blobs");
+        let rel = Path::new(&path).strip_prefix(&blobs).map_err(|_| {
+            Error::invalid(format!(
+                "URI {uri:?} does not belong to the store at {}",
+                self.root.display()
+            ))
+        })?;
+        let hex: String = rel.iter().map(|c| c.to_string_lossy()).collect();
+        format!("{}:{hex}", self.blobs.algo())
+            .parse()
+            .map_err(|_| Error::invalid(format!("URI {uri:?} does not name a blob of this store")))
+    }
+}
+
+fn read_meta(path: &Path) -> Result<Option<StoreMeta>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::corrupt(format!("{} is not valid: {e}", path.display())).with_path(path)
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+fn check_meta(meta: &StoreMeta, path: &Path, want: Option<HashAlgo>) -> Result<()> {
+    if meta.format != "runstash" {
+        return Err(Error::incompatible(format!(
+            "{} is not a runstash store file",
+            path.display()
+        )));
+    }
+    if meta.format_version > FORMAT_VERSION {
+        return Err(Error::incompatible(format!(
+            "store format {} (in {}) is newer than this runstash understands ({FORMAT_VERSION}); upgrade runstash",
+            meta.format_version,
+            path.display()
+        )));
+    }
+    if let Some(want) = want
+        && meta.hash != want.name()
+    {
+        return Err(Error::incompatible(format!(
+            "store {} hashes with {}, not {}; open it without hash= or with hash={:?}",
+            path.parent().unwrap_or(path).display(),
+            meta.hash,
+            want,
+            meta.hash
+        )));
+    }
+    Ok(())
+}
+
+/// Writes STORE.json for a new store. Several processes may race here: the first rename wins
+/// and the others read what it wrote.
+fn create(root: &Path, opts: OpenOptions) -> Result<StoreMeta> {
+    let has_other_files = std::fs::read_dir(root)
+        .ctx("list", root)?
+        .flatten()
+        .any(|e| {
+            !matches!(
+                e.file_name().to_str(),
+                Some("blobs" | "staging" | "index" | "runs")
+            )
+        });
+    if has_other_files {
+        return Err(Error::invalid(format!(
+            "{} is a non-empty directory without {META_FILE}: not a runstash store; refusing to write into it",
+            root.display()
+        )));
+    }
+    let meta = StoreMeta {
+        format: "runstash".into(),
+        format_version: FORMAT_VERSION,
+        hash: opts.hash.unwrap_or(HashAlgo::Blake3).name().into(),
+        created_at: utc_now_iso(),
+    };
+    let body = serde_json::to_vec_pretty(&meta).map_err(|e| Error::invalid(e.to_string()))?;
+    let mut f = AtomicFile::create_in(root, opts.durability, None, 0o644, "")?;
+    f.write_all(&body)?;
+    if f.commit_noreplace(&root.join(META_FILE))? {
+        return Ok(meta);
+    }
+    read_meta(&root.join(META_FILE))?
+        .ok_or_else(|| Error::corrupt("STORE.json vanished while opening"))
+}
+
+/// The current UTC time as ISO 8601 with microseconds, e.g. `2026-11-23T08:41:07.123456Z`.
+pub fn utc_now_iso() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format_utc_micros(now.as_micros() as i64)
+}
+
+/// Formats microseconds since the Unix epoch as ISO 8601 UTC.
+pub fn format_utc_micros(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        tod / 3600,
+        (tod % 3600) / 60,
+        tod % 60
+    )
+}
+
+fn file_uri(path: &Path) -> String {
+    let mut out = String::from("file://");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("runstash-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(format_utc_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_utc_micros(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
+        assert_eq!(
+            format_utc_micros(1_795_423_267_500_000),
+            "2026-11-23T08:41:07.500000Z"
+        );
+    }
+
+    #[test]
+    fn reopen_checks_hash_and_version() {
+        let r = root("meta");
+        let opts = OpenOptions {
+            hash: Some(HashAlgo::Sha256),
+            durability: Durability::Os,
+        };
+        let s = Store::open(&r, opts).unwrap();
+        assert_eq!(s.meta().hash, "sha256");
+        assert!(Store::open(&r, OpenOptions { hash: None, ..opts }).is_ok());
+        let e = Store::open(
+            &r,
+            OpenOptions {
+                hash: Some(HashAlgo::Blake3),
+                ..opts
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Incompatible);
+        let meta = r.join(META_FILE);
+        let text = std::fs::read_to_string(&meta)
+            .unwrap()
+            .replace("\"format_version\": 1", "\"format_version\": 99");
+        std::fs::write(&meta, text).unwrap();
+        let e = Store::open(&r, opts).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Incompatible);
+        assert!(e.message().contains("newer"));
+    }
+
+    #[test]
+    fn refuses_files_and_foreign_directories() {
+        let r = root("foreign");
+        std::fs::create_dir_all(&r).unwrap();
+        std::fs::write(r.join("notes.txt"), b"mine").unwrap();
+        assert!(Store::open(&r, OpenOptions::default()).is_err());
+        assert!(Store::open(&r.join("notes.txt"), OpenOptions::default()).is_err());
+    }
+
+    #[test]
+    fn uris_round_trip() {
+        let r = root("uri dir");
+        let s = Store::open(
+            &r,
+            OpenOptions {
+                hash: None,
+                durability: Durability::Os,
+            },
+        )
+        .unwrap();
+        let info = s.blobs().put_bytes(b"x").unwrap();
+        let uri = s.uri_of(&info.digest);
+        assert!(uri.contains("%20"));
+        assert_eq!(s.digest_from_uri(&uri).unwrap(), info.digest);
+        assert!(s.digest_from_uri("file:///etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,244 @@
+"""The sync Store API: writes, dedup, reads, the streaming writer with real libraries, staging,
+and the errors callers get for bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+import runstash
+from tests.conftest import blob_files, staging_entries
+
+
+def test_put_read_dedup(store: runstash.Store) -> None:
+    a = store.put_bytes(b"hello")
+    b = store.put_bytes(bytearray(b"hello"))
+    assert a.hash == b.hash == runstash.hash_bytes(b"hello")
+    assert (a.created, b.created) == (True, False)
+    assert a.size == 5
+    assert store.read_bytes(a) == b"hello"
+    assert store.read_bytes(a.hash) == b"hello"
+    assert store.read_bytes(a.uri) == b"hello"
+    assert len(blob_files(store.root)) == 1
+    assert a.path == store.path_of(a)
+    assert a.uri.startswith("file://") and a.uri.endswith(a.hash.split(":")[1][2:])
+    mode = os.stat(a.path).st_mode
+    assert mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0, "blobs are read-only"
+    with store.open(a) as f:
+        assert f.read() == b"hello"
+    assert store.exists(a) and store.verify(a)
+
+
+def test_layout_and_metadata(tmp_path: Path) -> None:
+    s = runstash.Store(tmp_path / "st")
+    meta = json.loads((tmp_path / "st" / "STORE.json").read_text())
+    assert meta["format"] == "runstash" and meta["format_version"] == 1
+    assert meta["hash"] == "blake3" and meta["created_at"].endswith("Z")
+    for sub in ("blobs", "staging", "index"):
+        assert (tmp_path / "st" / sub).is_dir()
+    assert s.durability == "fsync" and s.hash_algo == "blake3"
+    blob = s.put_bytes(b"x")
+    hexd = blob.hash.split(":")[1]
+    assert Path(blob.path) == tmp_path / "st" / "blobs" / hexd[:2] / hexd[2:]
+
+
+def test_sha256_store(tmp_path: Path) -> None:
+    import hashlib
+
+    s = runstash.Store(tmp_path / "st", hash="sha256")
+    b = s.put_bytes(b"abc")
+    assert b.hash == "sha256:" + hashlib.sha256(b"abc").hexdigest()
+    assert runstash.Store(tmp_path / "st").hash_algo == "sha256"
+    with pytest.raises(runstash.IncompatibleStoreError, match="sha256"):
+        runstash.Store(tmp_path / "st", hash="blake3")
+    with pytest.raises(runstash.InvalidArgumentError):
+        s.read_bytes(runstash.hash_bytes(b"abc"))  # a blake3 digest in a sha256 store
+
+
+def test_save_leaves_source_untouched(store: runstash.Store, tmp_path: Path) -> None:
+    for size in (0, 10, 3 * (1 << 20) + 7):
+        src = tmp_path / f"src{size}.bin"
+        data = os.urandom(size)
+        src.write_bytes(data)
+        before = os.stat(src)
+        b = store.save(src)
+        assert b.hash == runstash.hash_bytes(data) and b.size == size
+        assert src.read_bytes() == data
+        after = os.stat(src)
+        assert (after.st_ino, after.st_mtime_ns, after.st_mode) == (
+            before.st_ino,
+            before.st_mtime_ns,
+            before.st_mode,
+        )
+        assert store.read_bytes(b) == data
+    assert staging_entries(store.root) == []
+
+
+def test_stage_and_ingest_is_a_rename(store: runstash.Store) -> None:
+    staged = store.stage(".csv")
+    assert staged.endswith(".csv") and Path(staged).parent == Path(store.root, "staging")
+    Path(staged).write_text("x,y\n1,2\n")
+    inode = os.stat(staged).st_ino
+    b = store.ingest(staged)
+    assert not os.path.exists(staged)
+    assert os.stat(b.path).st_ino == inode, "ingest must move the file, not copy it"
+    assert store.read_bytes(b) == b"x,y\n1,2\n"
+    # Ingesting identical content again dedups and still consumes the staged file.
+    again = store.stage(".csv")
+    Path(again).write_text("x,y\n1,2\n")
+    assert store.ingest(again).created is False
+    assert not os.path.exists(again)
+    assert staging_entries(store.root) == []
+
+
+def test_writer_with_pil(store: runstash.Store) -> None:
+    img = Image.new("RGB", (64, 48), (255, 122, 26))
+    with store.writer(ext=".png") as w:
+        img.save(w, format="PNG")
+    assert w.blob is not None
+    data = store.read_bytes(w.blob)
+    assert data.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(data)).size == (64, 48)
+    assert w.blob.hash == runstash.hash_bytes(data)
+
+
+def test_writer_with_numpy_and_polars(store: runstash.Store) -> None:
+    arr = np.arange(10_000, dtype=np.float64).reshape(100, 100)
+    with store.writer(ext=".npy") as w:
+        np.save(w, arr)
+    assert w.blob is not None
+    np.testing.assert_array_equal(np.load(io.BytesIO(store.read_bytes(w.blob))), arr)
+
+    df = pl.DataFrame({"step": list(range(1000)), "loss": [1.0 / (i + 1) for i in range(1000)]})
+    with store.writer(ext=".parquet") as w2:
+        df.write_parquet(w2)
+    assert w2.blob is not None
+    back = pl.read_parquet(io.BytesIO(store.read_bytes(w2.blob)))
+    assert back.equals(df)
+    assert w2.blob.hash == runstash.hash_bytes(store.read_bytes(w2.blob))
+
+
+def test_writer_with_json_text_wrapper(store: runstash.Store) -> None:
+    obj = {"a": [1, 2, 3], "b": "ünïcode"}
+    with store.writer(ext=".json") as w:
+        with io.TextIOWrapper(w, encoding="utf-8") as t:
+            json.dump(obj, t)
+    assert w.blob is not None
+    assert json.loads(store.read_bytes(w.blob)) == obj
+
+
+def test_writer_seek_rehashes(store: runstash.Store) -> None:
+    with store.writer() as w:
+        w.write(b"\0" * 8)
+        w.write(b"payload")
+        w.seek(0)
+        w.write(b"HEADER!!")
+        w.seek(0, io.SEEK_END)
+        w.write(b"-tail")
+    assert w.blob is not None
+    expect = b"HEADER!!payload-tail"
+    assert store.read_bytes(w.blob) == expect
+    assert w.blob.hash == runstash.hash_bytes(expect)
+    assert w.blob.size == len(expect)
+
+
+def test_writer_exception_leaves_nothing(store: runstash.Store) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with store.writer(ext=".bin") as w:
+            w.write(os.urandom(1 << 20))
+            raise RuntimeError("boom")
+    assert w.blob is None
+    assert blob_files(store.root) == []
+    assert staging_entries(store.root) == []
+
+
+def test_empty_writer_stores_empty_blob(store: runstash.Store) -> None:
+    with store.writer() as w:
+        pass
+    assert w.blob is not None and w.blob.size == 0
+    assert w.blob.hash == runstash.hash_bytes(b"")
+
+
+def test_read_missing_and_corrupt(store: runstash.Store) -> None:
+    missing = runstash.hash_bytes(b"never stored")
+    with pytest.raises(runstash.NotFoundError):
+        store.read_bytes(missing)
+    with pytest.raises(FileNotFoundError):  # the built-in base class works too
+        store.open(missing)
+    assert not store.exists(missing)
+    b = store.put_bytes(b"precious bytes")
+    os.chmod(b.path, 0o644)
+    with open(b.path, "r+b") as f:
+        f.write(b"X")
+    assert store.read_bytes(b) == b"Xrecious bytes"  # unchecked read
+    with pytest.raises(runstash.CorruptError):
+        store.read_bytes(b, verify=True)
+    assert store.verify(b) is False
+    report = store.verify()
+    assert isinstance(report, runstash.VerifyReport)
+    assert report.checked == 1 and report.corrupt == [b.path] and not report.ok
+
+
+def test_bad_input_errors(store: runstash.Store, tmp_path: Path) -> None:
+    with pytest.raises(runstash.NotFoundError):
+        store.save(tmp_path / "missing.bin")
+    with pytest.raises(runstash.InvalidArgumentError, match="directory"):
+        store.save(tmp_path)
+    with pytest.raises(runstash.InvalidArgumentError):
+        store.read_bytes("blake3:nothex")
+    with pytest.raises(runstash.InvalidArgumentError, match="does not belong"):
+        store.read_bytes("file:///etc/passwd")
+    with pytest.raises(TypeError):
+        store.read_bytes(123)  # type: ignore[arg-type]
+    with pytest.raises(runstash.InvalidArgumentError, match="durability"):
+        runstash.Store(tmp_path / "x", durability="sometimes")
+    with pytest.raises(runstash.InvalidArgumentError, match="hash"):
+        runstash.Store(tmp_path / "y", hash="md5")
+    assert blob_files(store.root) == []
+
+
+def test_uri_of_another_store_is_refused(tmp_path: Path) -> None:
+    a = runstash.Store(tmp_path / "a", durability="os")
+    b = runstash.Store(tmp_path / "b", durability="os")
+    blob = a.put_bytes(b"only in a")
+    with pytest.raises(runstash.InvalidArgumentError, match="does not belong"):
+        b.read_bytes(blob.uri)
+
+
+def test_store_root_checks(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("not a store")
+    with pytest.raises(runstash.InvalidArgumentError, match="not a directory"):
+        runstash.Store(f)
+    d = tmp_path / "mydata"
+    d.mkdir()
+    (d / "thesis.tex").write_text("precious")
+    with pytest.raises(runstash.InvalidArgumentError, match="not a runstash store"):
+        runstash.Store(d)
+    assert sorted(os.listdir(d)) == ["thesis.tex"], "nothing written into a foreign directory"
+
+
+def test_newer_format_is_refused(tmp_path: Path) -> None:
+    runstash.Store(tmp_path / "st")
+    meta_path = tmp_path / "st" / "STORE.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format_version"] = 99
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(runstash.IncompatibleStoreError, match="newer"):
+        runstash.Store(tmp_path / "st")
+
+
+def test_write_atomic_replaces(tmp_path: Path) -> None:
+    p = tmp_path / "out.txt"
+    runstash.write_atomic(p, b"one")
+    runstash.write_atomic(p, b"two", durability="os")
+    assert p.read_bytes() == b"two"
+    assert os.listdir(tmp_path) == ["out.txt"]
