@@ -61,7 +61,7 @@ while True:
     else:
         with s.writer() as w:
             w.write(os.urandom(300_000))
-        b = w.blob
+        b = w.artifact
     print(b.hash, flush=True)
 """
 
@@ -131,7 +131,7 @@ def work():
             elif i % 3 == 1:
                 with s.writer() as w:
                     w.write(payload)
-                hashes.append(w.blob.hash)
+                hashes.append(w.artifact.hash)
             else:
                 hashes.append(s.save(payload_path).hash)
     except Exception as e:

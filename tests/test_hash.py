@@ -72,10 +72,10 @@ def test_streaming_in_random_chunks_equals_one_shot(
             n = data.draw(st.integers(1, max(1, size // 3 + 1)), label="chunk")
             w.write(body[pos : pos + n])
             pos += n
-    assert w.blob is not None
-    assert w.blob.hash == runstash.hash_bytes(body, algo)
-    assert w.blob.size == size
-    assert store.read_bytes(w.blob) == body
+    assert w.artifact is not None
+    assert w.artifact.hash == runstash.hash_bytes(body, algo)
+    assert w.artifact.size == size
+    assert store.read_bytes(w.artifact) == body
 
 
 def test_memoryview_and_bytearray_inputs() -> None:

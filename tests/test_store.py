@@ -22,15 +22,14 @@ def test_put_read_dedup(store: runstash.Store) -> None:
     a = store.put_bytes(b"hello")
     b = store.put_bytes(bytearray(b"hello"))
     assert a.hash == b.hash == runstash.hash_bytes(b"hello")
-    assert (a.created, b.created) == (True, False)
+    assert a.id != b.id, "every write is its own artifact"
     assert a.size == 5
     assert store.read_bytes(a) == b"hello"
     assert store.read_bytes(a.hash) == b"hello"
     assert store.read_bytes(a.uri) == b"hello"
     assert len(blob_files(store.root)) == 1
-    assert a.path == store.path_of(a)
     assert a.uri.startswith("file://") and a.uri.endswith(a.hash.split(":")[1][2:])
-    mode = os.stat(a.path).st_mode
+    mode = os.stat(store.path_of(a)).st_mode
     assert mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0, "blobs are read-only"
     with store.open(a) as f:
         assert f.read() == b"hello"
@@ -47,7 +46,7 @@ def test_layout_and_metadata(tmp_path: Path) -> None:
     assert s.durability == "fsync" and s.hash_algo == "blake3"
     blob = s.put_bytes(b"x")
     hexd = blob.hash.split(":")[1]
-    assert Path(blob.path) == tmp_path / "st" / "blobs" / hexd[:2] / hexd[2:]
+    assert Path(s.path_of(blob)) == tmp_path / "st" / "blobs" / hexd[:2] / hexd[2:]
 
 
 def test_sha256_store(tmp_path: Path) -> None:
@@ -89,12 +88,13 @@ def test_stage_and_ingest_is_a_rename(store: runstash.Store) -> None:
     inode = os.stat(staged).st_ino
     b = store.ingest(staged)
     assert not os.path.exists(staged)
-    assert os.stat(b.path).st_ino == inode, "ingest must move the file, not copy it"
+    assert os.stat(store.path_of(b)).st_ino == inode, "ingest must move the file, not copy it"
     assert store.read_bytes(b) == b"x,y\n1,2\n"
     # Ingesting identical content again dedups and still consumes the staged file.
     again = store.stage(".csv")
     Path(again).write_text("x,y\n1,2\n")
-    assert store.ingest(again).created is False
+    assert store.ingest(again).hash == b.hash
+    assert len(blob_files(store.root)) == 1
     assert not os.path.exists(again)
     assert staging_entries(store.root) == []
 
@@ -103,27 +103,27 @@ def test_writer_with_pil(store: runstash.Store) -> None:
     img = Image.new("RGB", (64, 48), (255, 122, 26))
     with store.writer(ext=".png") as w:
         img.save(w, format="PNG")
-    assert w.blob is not None
-    data = store.read_bytes(w.blob)
+    assert w.artifact is not None
+    data = store.read_bytes(w.artifact)
     assert data.startswith(b"\x89PNG")
     assert Image.open(io.BytesIO(data)).size == (64, 48)
-    assert w.blob.hash == runstash.hash_bytes(data)
+    assert w.artifact.hash == runstash.hash_bytes(data)
 
 
 def test_writer_with_numpy_and_polars(store: runstash.Store) -> None:
     arr = np.arange(10_000, dtype=np.float64).reshape(100, 100)
     with store.writer(ext=".npy") as w:
         np.save(w, arr)
-    assert w.blob is not None
-    np.testing.assert_array_equal(np.load(io.BytesIO(store.read_bytes(w.blob))), arr)
+    assert w.artifact is not None
+    np.testing.assert_array_equal(np.load(io.BytesIO(store.read_bytes(w.artifact))), arr)
 
     df = pl.DataFrame({"step": list(range(1000)), "loss": [1.0 / (i + 1) for i in range(1000)]})
     with store.writer(ext=".parquet") as w2:
         df.write_parquet(w2)
-    assert w2.blob is not None
-    back = pl.read_parquet(io.BytesIO(store.read_bytes(w2.blob)))
+    assert w2.artifact is not None
+    back = pl.read_parquet(io.BytesIO(store.read_bytes(w2.artifact)))
     assert back.equals(df)
-    assert w2.blob.hash == runstash.hash_bytes(store.read_bytes(w2.blob))
+    assert w2.artifact.hash == runstash.hash_bytes(store.read_bytes(w2.artifact))
 
 
 def test_writer_with_json_text_wrapper(store: runstash.Store) -> None:
@@ -131,8 +131,8 @@ def test_writer_with_json_text_wrapper(store: runstash.Store) -> None:
     with store.writer(ext=".json") as w:
         with io.TextIOWrapper(w, encoding="utf-8") as t:
             json.dump(obj, t)
-    assert w.blob is not None
-    assert json.loads(store.read_bytes(w.blob)) == obj
+    assert w.artifact is not None
+    assert json.loads(store.read_bytes(w.artifact)) == obj
 
 
 def test_writer_seek_rehashes(store: runstash.Store) -> None:
@@ -143,11 +143,11 @@ def test_writer_seek_rehashes(store: runstash.Store) -> None:
         w.write(b"HEADER!!")
         w.seek(0, io.SEEK_END)
         w.write(b"-tail")
-    assert w.blob is not None
+    assert w.artifact is not None
     expect = b"HEADER!!payload-tail"
-    assert store.read_bytes(w.blob) == expect
-    assert w.blob.hash == runstash.hash_bytes(expect)
-    assert w.blob.size == len(expect)
+    assert store.read_bytes(w.artifact) == expect
+    assert w.artifact.hash == runstash.hash_bytes(expect)
+    assert w.artifact.size == len(expect)
 
 
 def test_writer_exception_leaves_nothing(store: runstash.Store) -> None:
@@ -155,7 +155,7 @@ def test_writer_exception_leaves_nothing(store: runstash.Store) -> None:
         with store.writer(ext=".bin") as w:
             w.write(os.urandom(1 << 20))
             raise RuntimeError("boom")
-    assert w.blob is None
+    assert w.artifact is None
     assert blob_files(store.root) == []
     assert staging_entries(store.root) == []
 
@@ -163,8 +163,8 @@ def test_writer_exception_leaves_nothing(store: runstash.Store) -> None:
 def test_empty_writer_stores_empty_blob(store: runstash.Store) -> None:
     with store.writer() as w:
         pass
-    assert w.blob is not None and w.blob.size == 0
-    assert w.blob.hash == runstash.hash_bytes(b"")
+    assert w.artifact is not None and w.artifact.size == 0
+    assert w.artifact.hash == runstash.hash_bytes(b"")
 
 
 def test_read_missing_and_corrupt(store: runstash.Store) -> None:
@@ -175,8 +175,8 @@ def test_read_missing_and_corrupt(store: runstash.Store) -> None:
         store.open(missing)
     assert not store.exists(missing)
     b = store.put_bytes(b"precious bytes")
-    os.chmod(b.path, 0o644)
-    with open(b.path, "r+b") as f:
+    os.chmod(store.path_of(b), 0o644)
+    with open(store.path_of(b), "r+b") as f:
         f.write(b"X")
     assert store.read_bytes(b) == b"Xrecious bytes"  # unchecked read
     with pytest.raises(runstash.CorruptError):
@@ -184,7 +184,7 @@ def test_read_missing_and_corrupt(store: runstash.Store) -> None:
     assert store.verify(b) is False
     report = store.verify()
     assert isinstance(report, runstash.VerifyReport)
-    assert report.checked == 1 and report.corrupt == [b.path] and not report.ok
+    assert report.checked == 1 and report.corrupt == [store.path_of(b)] and not report.ok
 
 
 def test_bad_input_errors(store: runstash.Store, tmp_path: Path) -> None:

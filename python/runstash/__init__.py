@@ -12,8 +12,8 @@ from .errors import (
 )
 from .store import (
     DEFAULT_ROOT,
-    Blob,
-    BlobWriter,
+    Artifact,
+    ArtifactWriter,
     Store,
     VerifyReport,
     hash_bytes,
@@ -26,8 +26,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_ROOT",
     "AlreadyExistsError",
-    "Blob",
-    "BlobWriter",
+    "Artifact",
+    "ArtifactWriter",
     "CorruptError",
     "IncompatibleStoreError",
     "InvalidArgumentError",

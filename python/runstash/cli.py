@@ -1,7 +1,7 @@
 """The ``runstash`` command (also ``python -m runstash``).
 
-Subcommands so far: ``demo`` (a small simulation loop on the embedded default store) and
-``verify`` (re-hash every blob). More arrive with the index.
+Subcommands so far: ``demo`` (a small simulation loop on the embedded default store, then a
+ranking query over what it stored) and ``verify`` (re-hash every blob).
 """
 
 from __future__ import annotations
@@ -21,29 +21,43 @@ from .store import DEFAULT_ROOT, Store, VerifyReport
 def _demo(args: argparse.Namespace) -> int:
     store = Store(args.root, durability=args.durability)
     print(f"runstash demo: {args.steps} steps into {store.root} (durability={store.durability})")
+    run_id = f"demo-{int(time.time())}"
     written = 0
     count = 0
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         for step in range(args.steps):
-            state = {"step": step, "energy": math.exp(-step / 50.0), "t": step * 0.01}
-            b = store.put_bytes(json.dumps(state).encode())
-            written += b.size
-            with store.writer(ext=".bin") as w:
+            energy = math.exp(-step / 50.0) * (1.0 + 0.3 * math.sin(step))
+            state = {"step": step, "energy": energy, "t": step * 0.01}
+            scope = {"run_id": run_id, "labels": {"phase": "warmup" if step < 100 else "main"}}
+            a = store.put_bytes(
+                json.dumps(state).encode(), kind="state", metrics={"energy": energy}, **scope
+            )
+            written += a.size
+            with store.writer(".bin", kind="frame", **scope) as w:
                 for row in range(64):
                     w.write(bytes((step * 31 + row + i) % 256 for i in range(64)))
-            assert w.blob is not None
-            written += w.blob.size
+            assert w.artifact is not None
+            written += w.artifact.size
             count += 2
             if step % 50 == 49:
                 ckpt = os.path.join(scratch, f"checkpoint-{step}.bin")
                 with open(ckpt, "wb") as f:
                     f.write(os.urandom(256 * 1024))
-                written += store.save(ckpt).size
+                written += store.save(
+                    ckpt, kind="checkpoint", metrics={"energy": energy, "step": step}, **scope
+                ).size
                 count += 1
     dt = time.perf_counter() - t0
     rate = count / dt
     print(f"stored {count} artifacts ({written / 1e6:.2f} MB) in {dt:.3f} s: {rate:,.0f}/s")
+    best = store.best(kind="state", metric="energy", mode="min", run_id=run_id)
+    if best is not None:
+        print(f"lowest-energy state of run {run_id}: {store.read_bytes(best).decode()}")
+    top = store.top_k(3, kind="checkpoint", metric="energy", mode="min", run_id=run_id)
+    for a in top:
+        print(f"  checkpoint {a.id} step={a.metrics['step']:.0f} energy={a.metrics['energy']:.4f}")
+    print(f"index: {store.count()} artifacts in the store, {store.count(run_id=run_id)} this run")
     report = store.verify()
     assert isinstance(report, VerifyReport)
     print(

@@ -9,31 +9,81 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import _core
-from ._core import Blob
+from ._core import Artifact
+from .errors import InvalidArgumentError, RunstashError
 
-__all__ = ["Blob", "BlobWriter", "Store", "VerifyReport", "DEFAULT_ROOT"]
+if TYPE_CHECKING:
+    import polars
+    import pyarrow
+
+__all__ = ["Artifact", "ArtifactWriter", "Store", "VerifyReport", "DEFAULT_ROOT"]
 
 #: Where the embedded default store lives, relative to the working directory.
 DEFAULT_ROOT = ".runstash"
 
 PathArg = str | os.PathLike[str]
-BlobRef = str | Blob
+BlobRef = str | Artifact
+LabelValue = str | int | float | bool
+Labels = dict[str, LabelValue]
+Metrics = dict[str, float]
 
 _WRITE_BUFFER = 256 * 1024
 
 
 def _ref(r: BlobRef) -> str:
-    if isinstance(r, Blob):
+    if isinstance(r, Artifact):
         return r.hash
     if isinstance(r, str):
         return r
-    raise TypeError(f"expected a digest string, a blob URI or a Blob, not {type(r).__name__}")
+    raise TypeError(f"expected a digest string, a blob URI or an Artifact, not {type(r).__name__}")
+
+
+def _id(a: str | Artifact) -> str:
+    if isinstance(a, Artifact):
+        return a.id
+    if isinstance(a, str):
+        return a
+    raise TypeError(f"expected an artifact id or an Artifact, not {type(a).__name__}")
+
+
+def _meta(
+    kind: str,
+    labels: Labels | None,
+    metrics: Metrics | None,
+    run_id: str | None,
+    graph_id: str | None,
+    node_id: str | None,
+    project_id: str | None,
+    pin: bool,
+    mime: str | None,
+) -> tuple[Any, ...]:
+    if not isinstance(kind, str):
+        raise TypeError(f"kind must be a str, not {type(kind).__name__}")
+    if labels is not None and not isinstance(labels, dict):
+        labels = dict(labels)
+    if metrics is not None and not isinstance(metrics, dict):
+        metrics = dict(metrics)
+    return (kind, labels, metrics, run_id, graph_id, node_id, project_id, bool(pin), mime)
+
+
+def _filter(
+    kind: str | None,
+    labels: Labels | None,
+    run_id: str | None,
+    graph_id: str | None,
+    node_id: str | None,
+    project_id: str | None,
+    pinned: bool | None,
+) -> tuple[Any, ...]:
+    if labels is not None and not isinstance(labels, dict):
+        labels = dict(labels)
+    return (kind, labels, run_id, graph_id, node_id, project_id, pinned)
 
 
 @dataclass(frozen=True)
@@ -77,20 +127,21 @@ class _RawBlobWriter(io.RawIOBase):
         return self._core.tell()
 
 
-class BlobWriter(io.BufferedWriter):
+class ArtifactWriter(io.BufferedWriter):
     """The binary file object that :meth:`Store.writer` yields.
 
     Write to it as to any file opened ``"wb"`` (PIL, numpy, polars and ``io.TextIOWrapper``
-    accept it); seeking works. The blob is published when the ``with`` block ends normally,
-    and is then available as :attr:`blob`. Closing it early (as a text wrapper does) only
-    flushes; the ``with`` block still decides between commit and abort.
+    accept it); seeking works. The artifact is stored and indexed when the ``with`` block ends
+    normally, and is then available as :attr:`artifact`. Closing it early (as a text wrapper
+    does) only flushes; the ``with`` block still decides between commit and abort.
     """
 
     def __init__(self, core: _core.CoreWriter) -> None:
         super().__init__(_RawBlobWriter(core), buffer_size=_WRITE_BUFFER)
         self._core = core
         self._finished = False
-        self.blob: Blob | None = None
+        #: The stored :class:`Artifact`, once the ``with`` block has ended normally.
+        self.artifact: Artifact | None = None
 
     def close(self) -> None:
         if self._finished:
@@ -98,12 +149,12 @@ class BlobWriter(io.BufferedWriter):
         elif not self.closed:
             self.flush()
 
-    def _commit(self) -> Blob:
+    def _commit(self) -> Artifact:
         self.flush()
-        self.blob = self._core.commit()
+        self.artifact = self._core.commit()
         self._finished = True
         super().close()
-        return self.blob
+        return self.artifact
 
     def _abort(self) -> None:
         self._finished = True
@@ -112,6 +163,16 @@ class BlobWriter(io.BufferedWriter):
             super().close()
         except (OSError, ValueError):
             pass  # unflushed bytes of an aborted write have nowhere to go
+
+
+class _ClosedCore:
+    """Stands in for the engine after :meth:`Store.close`: every use is a clear error."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+
+    def __getattr__(self, name: str) -> Any:
+        raise RunstashError(f"the store at {self._root} is closed")
 
 
 class Store:
@@ -132,6 +193,9 @@ class Store:
         durability: str = "fsync",
     ) -> None:
         self._core = _core.CoreStore(root, hash, durability)
+        self._root = self._core.root
+        self._hash_algo = self._core.hash_algo
+        self._durability = self._core.durability
 
     def __repr__(self) -> str:
         return f"Store({self.root!r}, hash={self.hash_algo!r}, durability={self.durability!r})"
@@ -139,39 +203,96 @@ class Store:
     @property
     def root(self) -> str:
         """The absolute path of the store root."""
-        return self._core.root
+        return self._root
 
     @property
     def hash_algo(self) -> str:
         """The store's content hash: ``"blake3"`` or ``"sha256"``."""
-        return self._core.hash_algo
+        return self._hash_algo
 
     @property
     def durability(self) -> str:
         """``"fsync"`` or ``"os"``."""
-        return self._core.durability
+        return self._durability
 
     # -- writes ---------------------------------------------------------------------------
+    #
+    # Every write stores the bytes (once per distinct content) and appends a new record to the
+    # index: two writes of the same bytes are two artifacts sharing one blob. The keyword
+    # arguments are the same for all of them:
+    #
+    #   kind     what the artifact is ("blob", "model", "image", ...): no "/", "\\" or NUL
+    #   labels   str keys -> str | int | float | bool values, matched exactly by queries
+    #   metrics  str keys -> finite numbers, used by best / top_k / search(metric=...)
+    #   run_id, graph_id, node_id, project_id   scope ids
+    #   pin      pinned artifacts are kept by retention
+    #   mime     an optional media type
+    #
+    # Bad metadata raises InvalidArgumentError before any byte is written.
 
-    def put_bytes(self, data: bytes | bytearray | memoryview) -> Blob:
-        """Store a buffer. Identical content is stored once."""
-        return self._core.put_bytes(data)
+    def put_bytes(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        kind: str = "blob",
+        labels: Labels | None = None,
+        metrics: Metrics | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pin: bool = False,
+        mime: str | None = None,
+    ) -> Artifact:
+        """Store a buffer and record it as an artifact."""
+        return self._core.put_bytes(
+            data, _meta(kind, labels, metrics, run_id, graph_id, node_id, project_id, pin, mime)
+        )
 
-    def save(self, path: PathArg) -> Blob:
-        """Store a copy of the file at ``path``; the file itself is left untouched."""
-        return self._core.save(path)
+    def save(
+        self,
+        path: PathArg,
+        *,
+        kind: str = "blob",
+        labels: Labels | None = None,
+        metrics: Metrics | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pin: bool = False,
+        mime: str | None = None,
+    ) -> Artifact:
+        """Store a copy of the file at ``path`` (left untouched) and record it."""
+        return self._core.save(
+            path, _meta(kind, labels, metrics, run_id, graph_id, node_id, project_id, pin, mime)
+        )
 
     @contextmanager
-    def writer(self, ext: str = "") -> Iterator[BlobWriter]:
-        """Stream bytes into a new blob::
+    def writer(
+        self,
+        ext: str = "",
+        *,
+        kind: str = "blob",
+        labels: Labels | None = None,
+        metrics: Metrics | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pin: bool = False,
+        mime: str | None = None,
+    ) -> Iterator[ArtifactWriter]:
+        """Stream bytes into a new artifact::
 
-            with store.writer(ext=".png") as w:
+            with store.writer(".png", kind="image") as w:
                 img.save(w, format="PNG")
-            w.blob  # the stored Blob
+            w.artifact  # the stored Artifact
 
         On an exception inside the block nothing is stored and no file is left behind.
         """
-        w = BlobWriter(self._core.writer(ext))
+        meta = _meta(kind, labels, metrics, run_id, graph_id, node_id, project_id, pin, mime)
+        w = ArtifactWriter(self._core.writer(ext, meta))
         try:
             yield w
         except BaseException:
@@ -191,14 +312,222 @@ class Store:
         """
         return self._core.stage(ext)
 
-    def ingest(self, staged_path: PathArg) -> Blob:
-        """Move a file made by :meth:`stage` into the store (a rename, no copy)."""
-        return self._core.ingest(staged_path)
+    def ingest(
+        self,
+        staged_path: PathArg,
+        *,
+        kind: str = "blob",
+        labels: Labels | None = None,
+        metrics: Metrics | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pin: bool = False,
+        mime: str | None = None,
+    ) -> Artifact:
+        """Move a file made by :meth:`stage` into the store (a rename, no copy) and record it."""
+        return self._core.ingest(
+            staged_path,
+            _meta(kind, labels, metrics, run_id, graph_id, node_id, project_id, pin, mime),
+        )
+
+    def record_many(self, blob: BlobRef, items: Iterable[dict[str, Any]]) -> list[Artifact]:
+        """Record many artifacts for one stored blob in a single index append (one lock, one
+        fsync): the bulk path for imports and benchmarks. Each item is a dict of the write
+        keywords (``kind``, ``labels``, ``metrics``, scope ids, ``pin``, ``mime``)."""
+        allowed = {"kind", "labels", "metrics", "run_id", "graph_id", "node_id", "project_id"}
+        allowed |= {"pin", "mime"}
+        metas = []
+        for item in items:
+            extra = set(item) - allowed
+            if extra:
+                raise TypeError(f"unexpected record fields: {sorted(extra)}")
+            metas.append(
+                _meta(
+                    item.get("kind", "blob"),
+                    item.get("labels"),
+                    item.get("metrics"),
+                    item.get("run_id"),
+                    item.get("graph_id"),
+                    item.get("node_id"),
+                    item.get("project_id"),
+                    item.get("pin", False),
+                    item.get("mime"),
+                )
+            )
+        return self._core.record_many(_ref(blob), metas)
+
+    # -- index ----------------------------------------------------------------------------
+    #
+    # Queries are answered from memory (GIL released), after applying what other processes
+    # appended to the log. Filters: ``None`` means "any"; ``labels`` must match exactly and by
+    # type on every given key (1, 1.0, True and "1" are four different values); scope ids
+    # match exactly. Rankings leave out artifacts without the metric and break ties by the
+    # older artifact (smaller id) first.
+
+    def get(self, id: str) -> Artifact | None:
+        """The artifact with this id, or None (also for a deleted one)."""
+        return self._core.get(id)
+
+    def list(
+        self,
+        *,
+        kind: str | None = None,
+        labels: Labels | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pinned: bool | None = None,
+        limit: int | None = None,
+    ) -> list[Artifact]:
+        """Matching artifacts, oldest first (at most ``limit``: the oldest ones)."""
+        f = _filter(kind, labels, run_id, graph_id, node_id, project_id, pinned)
+        return self._core.list(f, limit)
+
+    def count(
+        self,
+        *,
+        kind: str | None = None,
+        labels: Labels | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pinned: bool | None = None,
+    ) -> int:
+        """How many artifacts match."""
+        return self._core.count(
+            _filter(kind, labels, run_id, graph_id, node_id, project_id, pinned)
+        )
+
+    def search(
+        self,
+        *,
+        kind: str | None = None,
+        labels: Labels | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pinned: bool | None = None,
+        metric: str | None = None,
+        mode: str = "max",
+        limit: int | None = None,
+    ) -> list[Artifact]:
+        """Matching artifacts: ranked best first by ``metric`` when one is given (``mode``
+        ``"max"`` or ``"min"``), otherwise oldest first."""
+        f = _filter(kind, labels, run_id, graph_id, node_id, project_id, pinned)
+        if metric is None:
+            if mode not in ("max", "min"):
+                raise InvalidArgumentError(f'mode must be "max" or "min", got {mode!r}')
+            return self._core.list(f, limit)
+        k = limit if limit is not None else 2**62
+        return self._core.top_k(f, metric, mode, k)
+
+    def best(
+        self,
+        *,
+        metric: str,
+        mode: str = "max",
+        kind: str | None = None,
+        labels: Labels | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pinned: bool | None = None,
+    ) -> Artifact | None:
+        """The best matching artifact by ``metric``, or None when none has it."""
+        f = _filter(kind, labels, run_id, graph_id, node_id, project_id, pinned)
+        return self._core.best(f, metric, mode)
+
+    def top_k(
+        self,
+        k: int,
+        *,
+        metric: str,
+        mode: str = "max",
+        kind: str | None = None,
+        labels: Labels | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        pinned: bool | None = None,
+    ) -> list[Artifact]:
+        """The ``k`` best matching artifacts by ``metric``, best first."""
+        if not isinstance(k, int) or k < 0:
+            raise InvalidArgumentError(f"k must be a non-negative int, got {k!r}")
+        f = _filter(kind, labels, run_id, graph_id, node_id, project_id, pinned)
+        return self._core.top_k(f, metric, mode, k)
+
+    def pin(self, id: str | Artifact, pinned: bool = True) -> Artifact:
+        """Pin (or with ``pinned=False`` unpin) an artifact; returns the updated record.
+        Raises NotFoundError for an unknown id."""
+        return self._core.pin(_id(id), pinned)
+
+    def delete(self, id: str | Artifact) -> None:
+        """Remove an artifact's record. Its bytes stay until garbage collection (other records
+        may share them). Raises NotFoundError for an unknown id."""
+        self._core.delete(_id(id))
+
+    def compact(self) -> None:
+        """Write a snapshot of the index and start a new log segment, so reopening is fast.
+        Runs by itself when a log segment passes 64 MiB."""
+        self._core.compact()
+
+    def close(self) -> None:
+        """Release the store's open files. Reads and writes afterwards raise
+        :class:`~runstash.errors.RunstashError`; ``root`` and the settings stay readable."""
+        self._core = _ClosedCore(self._root)  # type: ignore[assignment]
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- export ---------------------------------------------------------------------------
+
+    def to_arrow(self) -> pyarrow.Table:
+        """Every live artifact as a pyarrow Table, oldest first: one column per record field,
+        ``labels`` as a struct column with one field per label key (typed by its values; a key
+        whose values mix types becomes a string field), and one Float64 column per metric
+        name, ``metrics.<name>``, null where absent."""
+        import pyarrow as pa
+
+        c = self._core.columns()
+        cols: dict[str, pa.Array] = {
+            "id": pa.array(c["id"], pa.string()),
+            "kind": pa.array(c["kind"], pa.string()),
+            "uri": pa.array(c["uri"], pa.string()),
+            "hash": pa.array(c["hash"], pa.string()),
+            "size": pa.array(c["size"], pa.uint64()),
+            "mime": pa.array(c["mime"], pa.string()),
+            "created_at": pa.array(c["created_us"], pa.timestamp("us", tz="UTC")),
+            "run_id": pa.array(c["run_id"], pa.string()),
+            "graph_id": pa.array(c["graph_id"], pa.string()),
+            "node_id": pa.array(c["node_id"], pa.string()),
+            "project_id": pa.array(c["project_id"], pa.string()),
+            "pinned": pa.array(c["pinned"], pa.bool_()),
+            "labels": _labels_column(c["labels"]),
+        }
+        for name, values in c["metrics"].items():
+            cols[f"metrics.{name}"] = pa.array(values, pa.float64())
+        return pa.table(cols)
+
+    def to_polars(self) -> polars.DataFrame:
+        """:meth:`to_arrow` as a polars DataFrame (labels become a list of key/value structs)."""
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
 
     # -- reads ----------------------------------------------------------------------------
 
     def read_bytes(self, ref: BlobRef, *, verify: bool = False) -> bytes:
-        """The bytes of a blob, by digest, URI or :class:`Blob`. With ``verify=True`` the
+        """The bytes of a blob, by digest, URI or :class:`Artifact`. With ``verify=True`` the
         bytes are re-hashed and a mismatch raises :class:`~runstash.errors.CorruptError`."""
         return self._core.read_bytes(_ref(ref), verify)
 
@@ -226,6 +555,37 @@ class Store:
             return self._core.verify(_ref(ref))
         checked, corrupt, stray = self._core.verify_all()
         return VerifyReport(checked, corrupt, stray)
+
+
+def _label_text(v: LabelValue) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _labels_column(rows: list[Labels]) -> Any:
+    """Labels as an Arrow struct column: a field per key, typed when the key's values agree."""
+    import pyarrow as pa
+
+    types: dict[str, set[type]] = {}
+    for d in rows:
+        for k, v in d.items():
+            types.setdefault(k, set()).add(type(v))
+    if not types:
+        return pa.array([[] for _ in rows], pa.map_(pa.string(), pa.string()))
+    arrow_type = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+    fields = []
+    mixed = set()
+    for k in sorted(types):
+        ts = types[k]
+        if len(ts) == 1:
+            fields.append(pa.field(k, arrow_type[next(iter(ts))]))
+        else:
+            fields.append(pa.field(k, pa.string()))
+            mixed.add(k)
+    if mixed:
+        rows = [{k: _label_text(v) if k in mixed else v for k, v in d.items()} for d in rows]
+    return pa.array(rows, pa.struct(fields))
 
 
 def hash_bytes(data: bytes | bytearray | memoryview, algo: str = "blake3") -> str:

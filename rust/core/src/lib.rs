@@ -10,6 +10,7 @@ pub mod atomic;
 pub mod blobs;
 pub mod error;
 pub mod hash;
+pub mod index;
 pub mod paths;
 pub mod store;
 

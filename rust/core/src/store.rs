@@ -7,12 +7,15 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{AtomicFile, Durability, clean_stale_temps};
 use crate::blobs::BlobStore;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::{Digest, HashAlgo};
+use crate::index::{ArtifactId, Op, OwnedRecord, RecordMeta, SharedIndex, validate_new};
 
 /// The on-disk format this code writes and the newest it can read.
 pub const FORMAT_VERSION: u32 = 1;
@@ -43,11 +46,22 @@ impl Default for OpenOptions {
     }
 }
 
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
     meta: StoreMeta,
     blobs: BlobStore,
+    index: Arc<SharedIndex>,
+    /// `file://` URI of `blobs/`, ending in `/`: a blob's URI is this plus its relative path.
+    blob_uri_prefix: Arc<str>,
 }
 
 impl Store {
@@ -83,7 +97,67 @@ impl Store {
         // Leftover temps of crashed writers are garbage by construction (never published).
         clean_stale_temps(&root.join("staging"))?;
         let blobs = BlobStore::new(root.clone(), algo, opts.durability);
-        Ok(Store { root, meta, blobs })
+        let index = Arc::new(SharedIndex::open(&root.join("index"), opts.durability)?);
+        let blob_uri_prefix = Arc::from(format!("{}/", file_uri(&root.join("blobs"))));
+        Ok(Store {
+            root,
+            meta,
+            blobs,
+            index,
+            blob_uri_prefix,
+        })
+    }
+
+    pub fn index(&self) -> &SharedIndex {
+        &self.index
+    }
+
+    pub fn blob_uri_prefix(&self) -> &Arc<str> {
+        &self.blob_uri_prefix
+    }
+
+    /// Checks a new record's fields before any byte is written, so bad input writes nothing.
+    pub fn check_meta(&self, meta: &RecordMeta) -> Result<()> {
+        let probe = meta.to_record(ArtifactId(0), 0, Digest::new(self.blobs.algo(), [0; 32]), 0);
+        validate_new(&probe)
+    }
+
+    /// Records artifacts for a stored blob, one record per entry of `metas`, in one append.
+    /// The blob must already be in the store (invariant 2: blob first, record second).
+    pub fn record(
+        &self,
+        digest: Digest,
+        size: u64,
+        metas: &[RecordMeta],
+    ) -> Result<Vec<OwnedRecord>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let created_us = now.as_micros() as i64;
+        let ms = now.as_millis() as u64;
+        let mut recs = Vec::with_capacity(metas.len());
+        for m in metas {
+            let r = m.to_record(ArtifactId::generate(ms), created_us, digest, size);
+            validate_new(&r)?;
+            recs.push(r);
+        }
+        let ops: Vec<Op> = recs.iter().map(|r| Op::Put(Box::new(r.clone()))).collect();
+        self.index.append(&ops, |_| Ok(()))?;
+        Ok(recs)
+    }
+
+    /// Sets or clears an artifact's pin; returns the updated record.
+    pub fn pin(&self, id: ArtifactId, pinned: bool) -> Result<OwnedRecord> {
+        self.index
+            .append(&[Op::Pin { id, pinned }], |m| known(m, id))?;
+        self.index
+            .read(|m| m.get(id).map(|r| m.resolve(r)))?
+            .ok_or_else(|| Error::not_found(format!("artifact {id} was deleted meanwhile")))
+    }
+
+    /// Removes an artifact's record (its blob stays until garbage collection).
+    pub fn delete(&self, id: ArtifactId) -> Result<()> {
+        self.index.append(&[Op::Delete { id }], |m| known(m, id))
     }
 
     pub fn root(&self) -> &Path {
@@ -120,6 +194,14 @@ impl Store {
         format!("{}:{hex}", self.blobs.algo())
             .parse()
             .map_err(|_| Error::invalid(format!("URI {uri:?} does not name a blob of this store")))
+    }
+}
+
+fn known(m: &crate::index::MemIndex, id: ArtifactId) -> Result<()> {
+    if m.contains(id) {
+        Ok(())
+    } else {
+        Err(Error::not_found(format!("no artifact with id {id}")))
     }
 }
 

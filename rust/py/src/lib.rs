@@ -4,15 +4,17 @@
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyType};
 
 use runstash_core as core;
+use runstash_core::index::{ArtifactId, Filter, Mode, OwnedRecord, OwnedValue, RecordMeta};
 use runstash_core::{Digest, Durability, ErrorKind, HashAlgo};
 
 // ---------------------------------------------------------------------------------------------
@@ -145,49 +147,319 @@ fn write_atomic(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Blob descriptor
+// Artifacts and their metadata
 
-/// What a write stored: the content hash, size, URI and path of a blob.
+/// A stored artifact: the index record of one write. Immutable; `Store.pin` returns a new one.
 #[pyclass(
     frozen,
     module = "runstash._core",
-    name = "Blob",
-    eq,
-    hash,
+    name = "Artifact",
     skip_from_py_object
 )]
-#[derive(PartialEq, Eq, Hash, Clone)]
-struct PyBlob {
-    #[pyo3(get)]
-    hash: String,
-    #[pyo3(get)]
-    size: u64,
-    #[pyo3(get)]
-    uri: String,
-    #[pyo3(get)]
-    path: String,
-    #[pyo3(get)]
-    created: bool,
+struct PyArtifact {
+    rec: OwnedRecord,
+    /// `file://` URI of the store's `blobs/` directory, ending in `/`.
+    uri_prefix: Arc<str>,
+}
+
+fn value_to_py<'py>(py: Python<'py>, v: &OwnedValue) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        OwnedValue::Str(s) => PyString::new(py, s).into_any(),
+        OwnedValue::Int(i) => i.into_pyobject(py)?.into_any(),
+        OwnedValue::Float(f) => PyFloat::new(py, *f).into_any(),
+        OwnedValue::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+    })
+}
+
+fn opt_str(s: &Option<Arc<str>>) -> Option<&str> {
+    s.as_deref()
+}
+
+impl PyArtifact {
+    fn new(rec: OwnedRecord, uri_prefix: &Arc<str>) -> Self {
+        PyArtifact {
+            rec,
+            uri_prefix: uri_prefix.clone(),
+        }
+    }
+
+    fn uri_string(&self) -> String {
+        match &self.rec.uri {
+            Some(u) => u.to_string(),
+            None => {
+                let hex = self.rec.digest.hex();
+                format!("{}{}/{}", self.uri_prefix, &hex[..2], &hex[2..])
+            }
+        }
+    }
 }
 
 #[pymethods]
-impl PyBlob {
+impl PyArtifact {
+    /// Unique, time-ordered id (26 characters, Crockford base32).
+    #[getter]
+    fn id(&self) -> String {
+        self.rec.id.to_string()
+    }
+    #[getter]
+    fn kind(&self) -> &str {
+        &self.rec.kind
+    }
+    /// `file://` URI of the artifact's bytes.
+    #[getter]
+    fn uri(&self) -> String {
+        self.uri_string()
+    }
+    /// Content hash, `"blake3:<hex>"` or `"sha256:<hex>"`.
+    #[getter]
+    fn hash(&self) -> String {
+        self.rec.digest.to_string()
+    }
+    #[getter]
+    fn size(&self) -> u64 {
+        self.rec.size
+    }
+    #[getter]
+    fn mime(&self) -> Option<&str> {
+        opt_str(&self.rec.mime)
+    }
+    /// Creation time, ISO 8601 UTC with microseconds.
+    #[getter]
+    fn created_at(&self) -> String {
+        core::store::format_utc_micros(self.rec.created_us)
+    }
+    #[getter]
+    fn run_id(&self) -> Option<&str> {
+        opt_str(&self.rec.run_id)
+    }
+    #[getter]
+    fn graph_id(&self) -> Option<&str> {
+        opt_str(&self.rec.graph_id)
+    }
+    #[getter]
+    fn node_id(&self) -> Option<&str> {
+        opt_str(&self.rec.node_id)
+    }
+    #[getter]
+    fn project_id(&self) -> Option<&str> {
+        opt_str(&self.rec.project_id)
+    }
+    /// A new dict of the labels on each access.
+    #[getter]
+    fn labels<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.rec.labels {
+            d.set_item(&**k, value_to_py(py, v)?)?;
+        }
+        Ok(d)
+    }
+    /// A new dict of the metrics on each access.
+    #[getter]
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.rec.metrics {
+            d.set_item(&**k, *v)?;
+        }
+        Ok(d)
+    }
+    #[getter]
+    fn pinned(&self) -> bool {
+        self.rec.pinned
+    }
+    /// Creation time in microseconds since the Unix epoch (UTC).
+    #[getter]
+    fn created_us(&self) -> i64 {
+        self.rec.created_us
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", self.id())?;
+        d.set_item("kind", self.kind())?;
+        d.set_item("uri", self.uri_string())?;
+        d.set_item("hash", self.hash())?;
+        d.set_item("size", self.size())?;
+        d.set_item("mime", self.mime())?;
+        d.set_item("created_at", self.created_at())?;
+        d.set_item("run_id", self.run_id())?;
+        d.set_item("graph_id", self.graph_id())?;
+        d.set_item("node_id", self.node_id())?;
+        d.set_item("project_id", self.project_id())?;
+        d.set_item("labels", self.labels(py)?)?;
+        d.set_item("metrics", self.metrics(py)?)?;
+        d.set_item("pinned", self.pinned())?;
+        Ok(d)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<PyArtifact>() {
+            Ok(o) => o.get().rec == self.rec && o.get().uri_string() == self.uri_string(),
+            Err(_) => false,
+        }
+    }
+
+    fn __hash__(&self) -> u64 {
+        (self.rec.id.0 as u64) ^ ((self.rec.id.0 >> 64) as u64)
+    }
+
     fn __repr__(&self) -> String {
         format!(
-            "Blob(hash={:?}, size={}, uri={:?})",
-            self.hash, self.size, self.uri
+            "Artifact(id={:?}, kind={:?}, hash={:?}, size={}, pinned={})",
+            self.id(),
+            self.kind(),
+            self.hash(),
+            self.rec.size,
+            if self.rec.pinned { "True" } else { "False" }
         )
     }
 }
 
-fn blob(store: &core::Store, info: core::BlobInfo) -> PyBlob {
-    PyBlob {
-        hash: info.digest.to_string(),
-        size: info.size,
-        uri: store.uri_of(&info.digest),
-        path: info.path.to_string_lossy().into_owned(),
-        created: info.created,
+fn invalid(msg: String) -> PyErr {
+    to_pyerr(core::Error::invalid(msg))
+}
+
+fn labels_from(d: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(Arc<str>, OwnedValue)>> {
+    let Some(d) = d else { return Ok(Vec::new()) };
+    let mut out = Vec::with_capacity(d.len());
+    for (k, v) in d.iter() {
+        let key: Arc<str> = match k.cast::<PyString>() {
+            Ok(s) => Arc::from(s.to_str()?),
+            Err(_) => {
+                return Err(invalid(format!(
+                    "label keys must be strings, got {}",
+                    k.get_type().name()?
+                )));
+            }
+        };
+        out.push((key, value_from(&k, &v)?));
     }
+    Ok(out)
+}
+
+fn value_from(k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<OwnedValue> {
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Ok(OwnedValue::Bool(b.is_true()));
+    }
+    if let Ok(i) = v.cast::<PyInt>() {
+        return i
+            .extract::<i64>()
+            .map(OwnedValue::Int)
+            .map_err(|_| invalid(format!("label {k} does not fit in 64 bits")));
+    }
+    if let Ok(f) = v.cast::<PyFloat>() {
+        return Ok(OwnedValue::Float(f.value()));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(OwnedValue::Str(Arc::from(s.to_str()?)));
+    }
+    Err(invalid(format!(
+        "label {k} must be a str, int, float or bool, got {}",
+        v.get_type().name()?
+    )))
+}
+
+fn metrics_from(d: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(Arc<str>, f64)>> {
+    let Some(d) = d else { return Ok(Vec::new()) };
+    let mut out = Vec::with_capacity(d.len());
+    for (k, v) in d.iter() {
+        let key: Arc<str> = match k.cast::<PyString>() {
+            Ok(s) => Arc::from(s.to_str()?),
+            Err(_) => {
+                return Err(invalid(format!(
+                    "metric names must be strings, got {}",
+                    k.get_type().name()?
+                )));
+            }
+        };
+        let is_number = (v.cast::<PyFloat>().is_ok() || v.cast::<PyInt>().is_ok())
+            && v.cast::<PyBool>().is_err();
+        let x: f64 = if is_number {
+            v.extract()?
+        } else {
+            // numpy scalars and other numbers convert through __float__.
+            match v.call_method0("__float__").and_then(|f| f.extract::<f64>()) {
+                Ok(x) if v.cast::<PyBool>().is_err() && v.cast::<PyString>().is_err() => x,
+                _ => {
+                    return Err(invalid(format!(
+                        "metric {key:?} must be a number, got {}",
+                        v.get_type().name()?
+                    )));
+                }
+            }
+        };
+        if !x.is_finite() {
+            return Err(invalid(format!("metric {key:?} must be finite, got {x}")));
+        }
+        out.push((key, x));
+    }
+    Ok(out)
+}
+
+/// The fields of a new record, as `runstash.Store` passes them: a tuple
+/// `(kind, labels, metrics, run_id, graph_id, node_id, project_id, pin, mime)`.
+#[derive(FromPyObject)]
+struct MetaArgs<'py>(
+    String,
+    Option<Bound<'py, PyDict>>,
+    Option<Bound<'py, PyDict>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+    Option<String>,
+);
+
+impl MetaArgs<'_> {
+    fn into_meta(self) -> PyResult<RecordMeta> {
+        Ok(RecordMeta {
+            kind: self.0,
+            labels: labels_from(self.1.as_ref())?,
+            metrics: metrics_from(self.2.as_ref())?,
+            run_id: self.3,
+            graph_id: self.4,
+            node_id: self.5,
+            project_id: self.6,
+            pinned: self.7,
+            mime: self.8,
+            uri: None,
+        })
+    }
+}
+
+/// A query filter as `runstash.Store` passes it: a tuple
+/// `(kind, labels, run_id, graph_id, node_id, project_id, pinned)`.
+#[derive(FromPyObject)]
+struct FilterArgs<'py>(
+    Option<String>,
+    Option<Bound<'py, PyDict>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+);
+
+impl FilterArgs<'_> {
+    fn into_filter(self) -> PyResult<Filter> {
+        let labels = labels_from(self.1.as_ref())?
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        Ok(Filter {
+            kind: self.0,
+            labels,
+            run_id: self.2,
+            graph_id: self.3,
+            node_id: self.4,
+            project_id: self.5,
+            pinned: self.6,
+        })
+    }
+}
+
+fn parse_id(id: &str) -> PyResult<ArtifactId> {
+    id.parse().py_err()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,6 +472,38 @@ struct PyStore {
 }
 
 impl PyStore {
+    fn meta(&self, m: MetaArgs<'_>) -> PyResult<RecordMeta> {
+        let meta = m.into_meta()?;
+        self.inner.check_meta(&meta).py_err()?;
+        Ok(meta)
+    }
+
+    fn record(
+        &self,
+        py: Python<'_>,
+        info: core::BlobInfo,
+        meta: RecordMeta,
+    ) -> PyResult<PyArtifact> {
+        let rec = py
+            .detach(|| {
+                self.inner
+                    .record(info.digest, info.size, std::slice::from_ref(&meta))
+            })
+            .py_err()?;
+        let rec = rec
+            .into_iter()
+            .next()
+            .ok_or_else(|| invalid("no record".into()))?;
+        Ok(PyArtifact::new(rec, self.inner.blob_uri_prefix()))
+    }
+
+    fn artifacts(&self, recs: Vec<OwnedRecord>) -> Vec<PyArtifact> {
+        let prefix = self.inner.blob_uri_prefix();
+        recs.into_iter()
+            .map(|r| PyArtifact::new(r, prefix))
+            .collect()
+    }
+
     /// A digest from "algo:hex", a bare hex string (the store's algorithm), or a blob URI.
     fn digest(&self, r: &str) -> PyResult<Digest> {
         let d = if r.starts_with("file://") {
@@ -252,14 +556,21 @@ impl PyStore {
             .into_owned()
     }
 
-    fn put_bytes(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyBlob> {
+    fn put_bytes(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        meta: MetaArgs<'_>,
+    ) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
         let info = with_buffer(py, data, |b| self.inner.blobs().put_bytes(b))?.py_err()?;
-        Ok(blob(&self.inner, info))
+        self.record(py, info, meta)
     }
 
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<PyBlob> {
+    fn save(&self, py: Python<'_>, path: PathBuf, meta: MetaArgs<'_>) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
         let info = py.detach(|| self.inner.blobs().save(&path)).py_err()?;
-        Ok(blob(&self.inner, info))
+        self.record(py, info, meta)
     }
 
     #[pyo3(signature = (ext = ""))]
@@ -276,18 +587,189 @@ impl PyStore {
         Ok(p.to_string_lossy().into_owned())
     }
 
-    fn ingest(&self, py: Python<'_>, staged: PathBuf) -> PyResult<PyBlob> {
+    fn ingest(&self, py: Python<'_>, staged: PathBuf, meta: MetaArgs<'_>) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
         let info = py.detach(|| self.inner.blobs().ingest(&staged)).py_err()?;
-        Ok(blob(&self.inner, info))
+        self.record(py, info, meta)
     }
 
-    #[pyo3(signature = (ext = ""))]
-    fn writer(&self, py: Python<'_>, ext: &str) -> PyResult<PyWriter> {
+    fn writer(&self, py: Python<'_>, ext: &str, meta: MetaArgs<'_>) -> PyResult<PyWriter> {
+        let meta = self.meta(meta)?;
         let w = py.detach(|| self.inner.blobs().writer(ext)).py_err()?;
         Ok(PyWriter {
             inner: Mutex::new(Some(w)),
             store: self.inner.clone(),
+            meta,
         })
+    }
+
+    /// Records `len(metas)` artifacts for one stored blob (given by digest) in one append.
+    fn record_many(
+        &self,
+        py: Python<'_>,
+        r: &str,
+        metas: Vec<MetaArgs<'_>>,
+    ) -> PyResult<Vec<PyArtifact>> {
+        let d = self.digest(r)?;
+        let metas = metas
+            .into_iter()
+            .map(|m| self.meta(m))
+            .collect::<PyResult<Vec<_>>>()?;
+        let recs = py
+            .detach(|| {
+                let size = std::fs::metadata(self.inner.blobs().path_of(&d))
+                    .map_err(|e| core::Error::io("stat", &self.inner.blobs().path_of(&d), e))?
+                    .len();
+                self.inner.record(d, size, &metas)
+            })
+            .py_err()?;
+        let prefix = self.inner.blob_uri_prefix();
+        Ok(recs
+            .into_iter()
+            .map(|r| PyArtifact::new(r, prefix))
+            .collect())
+    }
+
+    // -- index queries ---------------------------------------------------------------------
+
+    fn get(&self, py: Python<'_>, id: &str) -> PyResult<Option<PyArtifact>> {
+        let Ok(id) = id.parse::<ArtifactId>() else {
+            return Ok(None);
+        };
+        let r = py
+            .detach(|| self.inner.index().read(|m| m.get(id).map(|r| m.resolve(r))))
+            .py_err()?;
+        Ok(r.map(|r| PyArtifact::new(r, self.inner.blob_uri_prefix())))
+    }
+
+    #[pyo3(signature = (filter, limit = None))]
+    fn list(
+        &self,
+        py: Python<'_>,
+        filter: FilterArgs<'_>,
+        limit: Option<usize>,
+    ) -> PyResult<Vec<PyArtifact>> {
+        let f = filter.into_filter()?;
+        let recs = py
+            .detach(|| {
+                self.inner.index().read(|m| {
+                    m.list(&f, limit)
+                        .into_iter()
+                        .map(|r| m.resolve(r))
+                        .collect()
+                })
+            })
+            .py_err()?;
+        Ok(self.artifacts(recs))
+    }
+
+    fn count(&self, py: Python<'_>, filter: FilterArgs<'_>) -> PyResult<usize> {
+        let f = filter.into_filter()?;
+        py.detach(|| self.inner.index().read(|m| m.count(&f)))
+            .py_err()
+    }
+
+    #[pyo3(signature = (filter, metric, mode, k))]
+    fn top_k(
+        &self,
+        py: Python<'_>,
+        filter: FilterArgs<'_>,
+        metric: &str,
+        mode: &str,
+        k: usize,
+    ) -> PyResult<Vec<PyArtifact>> {
+        let f = filter.into_filter()?;
+        let mode: Mode = mode.parse().py_err()?;
+        let recs = py
+            .detach(|| {
+                self.inner.index().read(|m| {
+                    m.top_k(&f, metric, mode, k)
+                        .into_iter()
+                        .map(|r| m.resolve(r))
+                        .collect()
+                })
+            })
+            .py_err()?;
+        Ok(self.artifacts(recs))
+    }
+
+    fn best(
+        &self,
+        py: Python<'_>,
+        filter: FilterArgs<'_>,
+        metric: &str,
+        mode: &str,
+    ) -> PyResult<Option<PyArtifact>> {
+        Ok(self.top_k(py, filter, metric, mode, 1)?.into_iter().next())
+    }
+
+    #[pyo3(signature = (id, pinned = true))]
+    fn pin(&self, py: Python<'_>, id: &str, pinned: bool) -> PyResult<PyArtifact> {
+        let id = parse_id(id)?;
+        let r = py.detach(|| self.inner.pin(id, pinned)).py_err()?;
+        Ok(PyArtifact::new(r, self.inner.blob_uri_prefix()))
+    }
+
+    fn delete(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        let id = parse_id(id)?;
+        py.detach(|| self.inner.delete(id)).py_err()
+    }
+
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.index().compact()).py_err()
+    }
+
+    /// Every live record, oldest first, as columns:
+    /// (scalar columns dict, labels list of dicts, metric names, metric value lists).
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let f = Filter::default();
+        let recs: Vec<OwnedRecord> = py
+            .detach(|| {
+                self.inner
+                    .index()
+                    .read(|m| m.list(&f, None).into_iter().map(|r| m.resolve(r)).collect())
+            })
+            .py_err()?;
+        let arts = self.artifacts(recs);
+        let out = PyDict::new(py);
+        macro_rules! col {
+            ($name:literal, $f:expr) => {
+                out.set_item($name, arts.iter().map($f).collect::<Vec<_>>())?;
+            };
+        }
+        col!("id", |a| a.id());
+        col!("kind", |a| a.kind().to_string());
+        col!("uri", |a| a.uri_string());
+        col!("hash", |a| a.hash());
+        col!("size", |a| a.size());
+        col!("mime", |a| a.mime().map(str::to_string));
+        col!("created_us", |a| a.created_us());
+        col!("run_id", |a| a.run_id().map(str::to_string));
+        col!("graph_id", |a| a.graph_id().map(str::to_string));
+        col!("node_id", |a| a.node_id().map(str::to_string));
+        col!("project_id", |a| a.project_id().map(str::to_string));
+        col!("pinned", |a| a.pinned());
+        let labels = arts
+            .iter()
+            .map(|a| a.labels(py))
+            .collect::<PyResult<Vec<_>>>()?;
+        out.set_item("labels", labels)?;
+        let mut names: Vec<Arc<str>> = arts
+            .iter()
+            .flat_map(|a| a.rec.metrics.iter().map(|(k, _)| k.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        let metrics = PyDict::new(py);
+        for n in &names {
+            let col: Vec<Option<f64>> = arts
+                .iter()
+                .map(|a| a.rec.metrics.iter().find(|(k, _)| k == n).map(|&(_, v)| v))
+                .collect();
+            metrics.set_item(&**n, col)?;
+        }
+        out.set_item("metrics", metrics)?;
+        Ok(out)
     }
 
     #[pyo3(signature = (r, verify = false))]
@@ -347,6 +829,7 @@ impl PyStore {
 struct PyWriter {
     inner: Mutex<Option<core::BlobWriter>>,
     store: core::Store,
+    meta: RecordMeta,
 }
 
 fn closed_err() -> PyErr {
@@ -395,11 +878,21 @@ impl PyWriter {
         self.inner.lock().is_none()
     }
 
-    /// Hash (streamed, or re-read after seeks), publish, and return the blob.
-    fn commit(&self, py: Python<'_>) -> PyResult<PyBlob> {
+    /// Hash (streamed, or re-read after seeks), publish, record, and return the artifact.
+    fn commit(&self, py: Python<'_>) -> PyResult<PyArtifact> {
         let w = self.inner.lock().take().ok_or_else(closed_err)?;
-        let info = py.detach(|| w.commit()).py_err()?;
-        Ok(blob(&self.store, info))
+        let recs = py
+            .detach(|| {
+                let info = w.commit()?;
+                self.store
+                    .record(info.digest, info.size, std::slice::from_ref(&self.meta))
+            })
+            .py_err()?;
+        let rec = recs
+            .into_iter()
+            .next()
+            .ok_or_else(|| invalid("no record".into()))?;
+        Ok(PyArtifact::new(rec, self.store.blob_uri_prefix()))
     }
 
     /// Throw the bytes away; nothing is left on disk. Idempotent.
@@ -414,7 +907,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(write_atomic, m)?)?;
-    m.add_class::<PyBlob>()?;
+    m.add_class::<PyArtifact>()?;
     m.add_class::<PyStore>()?;
     m.add_class::<PyWriter>()?;
     m.add("FORMAT_VERSION", core::store::FORMAT_VERSION)?;

@@ -1,0 +1,22 @@
+//! The artifact index: records in memory, ranked by metric, persisted as a log plus snapshots.
+//!
+//! - [`record`]: records, ids, label values, the string interner.
+//! - [`mem`]: `MemIndex`, postings, metric orders and the query planner.
+//! - [`codec`]: binary encoding of log operations and snapshot records.
+//! - [`log`]: framed, checksummed log segments and their recovery.
+//! - [`snapshot`]: compacted snapshots, written atomically.
+//! - [`persist`]: `SharedIndex`, which keeps memory and disk in step across processes.
+
+pub mod codec;
+pub mod log;
+pub mod mem;
+pub mod persist;
+pub mod record;
+pub mod snapshot;
+
+pub use codec::Op;
+pub use mem::{Filter, MemIndex, Mode};
+pub use persist::SharedIndex;
+pub use record::{
+    ArtifactId, OwnedRecord, OwnedValue, Record, RecordMeta, validate_kind, validate_new,
+};

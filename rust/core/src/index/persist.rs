@@ -1,0 +1,414 @@
+//! `SharedIndex`: the in-memory index kept in step with the on-disk log, for every process
+//! that opens the store.
+//!
+//! Invariants:
+//! - An operation is appended only by a holder of the exclusive `index/LOCK` flock, after it
+//!   has applied every frame already in the log (so pins and deletes are checked against the
+//!   newest state, and a torn tail left by a dead writer is truncated first).
+//! - A query first applies frames other processes appended: one `fstat` of the current segment
+//!   when nothing changed.
+//! - Compaction, under the lock: seal the current segment (a frame naming the next one), create
+//!   the next segment, write `snap-<next>` (everything before it), then delete older files.
+//!   A crash between any two steps leaves a store that reopens to the same records.
+//! - In durable mode a write returns only after its frame is on disk: one `fdatasync` covers
+//!   every frame appended before it started, so concurrent writers share it (group commit).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use rustix::fs::{FlockOperation, flock};
+
+use crate::atomic::{Durability, fsync_dir};
+use crate::error::{Error, IoContext, Result};
+
+use super::codec::{Enc, Op, decode_op, encode_op};
+use super::log::{
+    Frame, header_frame, next_frame, parse_name, push_frame, read_header, segment_name,
+    snapshot_name,
+};
+use super::mem::MemIndex;
+use super::snapshot::{load_snapshot, write_snapshot};
+
+/// Segments grow to about this size before a write compacts them into a snapshot.
+const AUTO_COMPACT_BYTES: u64 = 64 << 20;
+
+struct State {
+    mem: MemIndex,
+    gen_: u64,
+    seg: Arc<File>,
+    /// Bytes of `seg` applied to `mem` (always at a frame boundary).
+    offset: u64,
+    /// Appends made by this process, for group commit.
+    appended: u64,
+}
+
+struct SyncState {
+    synced: u64,
+    syncing: bool,
+}
+
+pub struct SharedIndex {
+    dir: PathBuf,
+    durability: Durability,
+    lock_file: File,
+    state: Mutex<State>,
+    sync: Mutex<SyncState>,
+    synced_cv: Condvar,
+}
+
+/// Holds the index flock; released on drop.
+struct FileLock<'a>(&'a File);
+
+impl<'a> FileLock<'a> {
+    fn exclusive(f: &'a File, path: &Path) -> Result<Self> {
+        flock(f, FlockOperation::LockExclusive).map_err(|e| Error::io("lock", path, e.into()))?;
+        Ok(FileLock(f))
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        let _ = flock(self.0, FlockOperation::Unlock);
+    }
+}
+
+impl SharedIndex {
+    pub fn open(dir: &Path, durability: Durability) -> Result<SharedIndex> {
+        std::fs::create_dir_all(dir).ctx("create index directory", dir)?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .ctx("open", &lock_path)?;
+        let state = {
+            let _l = FileLock::exclusive(&lock_file, &lock_path)?;
+            load(dir, durability)?
+        };
+        Ok(SharedIndex {
+            dir: dir.to_path_buf(),
+            durability,
+            lock_file,
+            state: Mutex::new(state),
+            sync: Mutex::new(SyncState {
+                synced: 0,
+                syncing: false,
+            }),
+            synced_cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> Result<FileLock<'_>> {
+        FileLock::exclusive(&self.lock_file, &self.dir.join("LOCK"))
+    }
+
+    /// Runs `f` on the index after applying what other processes appended.
+    pub fn read<R>(&self, f: impl FnOnce(&MemIndex) -> R) -> Result<R> {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st, false)?;
+        Ok(f(&st.mem))
+    }
+
+    /// Appends `ops` (checked first against the newest state) and applies them.
+    ///
+    /// `check` runs under the lock after catching up; an error from it appends nothing.
+    pub fn append(&self, ops: &[Op], check: impl FnOnce(&MemIndex) -> Result<()>) -> Result<()> {
+        let mut buf = Vec::with_capacity(ops.len() * 160);
+        let mut e = Enc::default();
+        for op in ops {
+            e.0.clear();
+            encode_op(op, &mut e);
+            push_frame(&mut buf, &e.0);
+        }
+        let my_seq;
+        let big;
+        {
+            let mut st = self.state.lock();
+            let _l = self.lock()?;
+            self.catch_up(&mut st, true)?;
+            check(&st.mem)?;
+            let path = self.dir.join(segment_name(st.gen_));
+            st.seg
+                .write_all_at(&buf, st.offset)
+                .ctx("append to", &path)?;
+            st.offset += buf.len() as u64;
+            for op in ops {
+                apply(&mut st.mem, op);
+            }
+            st.appended += 1;
+            my_seq = st.appended;
+            big = st.offset > AUTO_COMPACT_BYTES;
+        }
+        if self.durability == Durability::Fsync {
+            self.sync_until(my_seq)?;
+        }
+        if big {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Group commit: waits until a `fdatasync` that started after append `seq` has finished,
+    /// running it if no other thread is.
+    fn sync_until(&self, seq: u64) -> Result<()> {
+        let mut s = self.sync.lock();
+        loop {
+            if s.synced >= seq {
+                return Ok(());
+            }
+            if s.syncing {
+                self.synced_cv.wait(&mut s);
+                continue;
+            }
+            s.syncing = true;
+            drop(s);
+            let (target, seg, gen_) = {
+                let st = self.state.lock();
+                (st.appended, st.seg.clone(), st.gen_)
+            };
+            let r = rustix::fs::fdatasync(&*seg)
+                .map_err(|e| Error::io("fdatasync", &self.dir.join(segment_name(gen_)), e.into()));
+            s = self.sync.lock();
+            s.syncing = false;
+            if r.is_ok() {
+                s.synced = s.synced.max(target);
+            }
+            self.synced_cv.notify_all();
+            r?;
+        }
+    }
+
+    /// Writes a snapshot of everything so far and starts a new segment; older files go.
+    pub fn compact(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        let _l = self.lock()?;
+        self.catch_up(&mut st, true)?;
+        let old = st.gen_;
+        let next = old + 1;
+        // 1. Seal: from now on every process continues in `next`.
+        let mut e = Enc::default();
+        encode_op(&Op::Seal { next_gen: next }, &mut e);
+        let mut buf = Vec::new();
+        push_frame(&mut buf, &e.0);
+        let old_path = self.dir.join(segment_name(old));
+        st.seg
+            .write_all_at(&buf, st.offset)
+            .ctx("append to", &old_path)?;
+        st.offset += buf.len() as u64;
+        if self.durability == Durability::Fsync {
+            st.seg.sync_data().ctx("fsync", &old_path)?;
+        }
+        // 2. The next segment (a crash here leaves a sealed segment that the next writer or
+        //    open completes by creating it).
+        let (seg, offset) = open_segment(&self.dir, next, true, self.durability)?;
+        st.seg = Arc::new(seg);
+        st.gen_ = next;
+        st.offset = offset;
+        // 3. The snapshot of all that came before `next`.
+        write_snapshot(&self.dir, next, &st.mem, self.durability)?;
+        // 4. Older segments and snapshots are now redundant.
+        for entry in std::fs::read_dir(&self.dir)
+            .ctx("list", &self.dir)?
+            .flatten()
+        {
+            let name = entry.file_name();
+            if let Some((_, g)) = name.to_str().and_then(parse_name)
+                && g < next
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies frames appended since we last looked. Under the lock, a bad tail is a dead
+    /// writer's torn append and is truncated; without it, it may be an append in progress, so
+    /// it is left for later.
+    fn catch_up(&self, st: &mut MutexGuard<'_, State>, locked: bool) -> Result<()> {
+        loop {
+            let path = self.dir.join(segment_name(st.gen_));
+            let size = st.seg.metadata().ctx("stat", &path)?.len();
+            if size <= st.offset {
+                return Ok(());
+            }
+            let mut buf = vec![0u8; (size - st.offset) as usize];
+            st.seg
+                .read_exact_at(&mut buf, st.offset)
+                .ctx("read", &path)?;
+            let (pos, sealed, bad) = replay(&mut st.mem, &buf, 0);
+            st.offset += pos as u64;
+            if let Some(next_gen) = sealed {
+                match open_segment(&self.dir, next_gen, locked, self.durability) {
+                    Ok((seg, offset)) => {
+                        st.seg = Arc::new(seg);
+                        st.gen_ = next_gen;
+                        st.offset = offset;
+                        continue;
+                    }
+                    // Compacted away while we lagged: start over from the newest snapshot.
+                    Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                        if locked {
+                            **st = load(&self.dir, self.durability)?;
+                        } else {
+                            let _l = self.lock()?;
+                            **st = load(&self.dir, self.durability)?;
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if bad && locked {
+                st.seg
+                    .set_len(st.offset)
+                    .ctx("truncate torn tail of", &path)?;
+                if self.durability == Durability::Fsync {
+                    st.seg.sync_data().ctx("fsync", &path)?;
+                }
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Applies the whole frames of `buf` from `pos` on. Stops after a seal or at the first frame
+/// that is torn, fails its checksum or does not decode. Returns the offset reached, the seal's
+/// next generation if one was met, and whether it stopped at a bad frame.
+fn replay(mem: &mut MemIndex, buf: &[u8], mut pos: usize) -> (usize, Option<u64>, bool) {
+    loop {
+        match next_frame(buf, pos) {
+            Frame::Ok(payload, next) => match decode_op(payload) {
+                Ok(Op::Seal { next_gen }) => return (next, Some(next_gen), false),
+                Ok(op) => {
+                    apply(mem, &op);
+                    pos = next;
+                }
+                Err(_) => return (pos, None, true),
+            },
+            Frame::End => return (pos, None, false),
+            Frame::Bad => return (pos, None, true),
+        }
+    }
+}
+
+fn apply(mem: &mut MemIndex, op: &Op) {
+    match op {
+        Op::Put(r) => {
+            mem.insert(r);
+        }
+        Op::Pin { id, pinned } => {
+            mem.set_pinned(*id, *pinned);
+        }
+        Op::Delete { id } => {
+            mem.delete(*id);
+        }
+        Op::Seal { .. } => {}
+    }
+}
+
+/// Opens segment `gen_` and checks its header; with `create`, makes it when missing.
+/// Returns the file and the offset of its first operation.
+fn open_segment(
+    dir: &Path,
+    gen_: u64,
+    create: bool,
+    durability: Durability,
+) -> Result<(File, u64)> {
+    let path = dir.join(segment_name(gen_));
+    let open = || OpenOptions::new().read(true).write(true).open(&path);
+    let f = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let head = header_frame(gen_);
+            // Written as a temp then renamed, so a segment never exists without its header.
+            let mut tmp = crate::atomic::AtomicFile::create_in(dir, durability, None, 0o644, "")?;
+            tmp.write_all(&head)?;
+            tmp.commit_noreplace(&path)?;
+            open().ctx("open", &path)?
+        }
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let mut head = vec![0u8; 64];
+    let n = f.read_at(&mut head, 0).ctx("read", &path)?;
+    head.truncate(n);
+    let off = read_header(&head, gen_, &path)?;
+    Ok((f, off as u64))
+}
+
+/// Loads the newest snapshot and replays the segments after it. Call with the lock held.
+fn load(dir: &Path, durability: Durability) -> Result<State> {
+    let mut snaps = Vec::new();
+    let mut logs = Vec::new();
+    for entry in std::fs::read_dir(dir).ctx("list", dir)?.flatten() {
+        match entry.file_name().to_str().and_then(parse_name) {
+            Some(("snap", g)) => snaps.push(g),
+            Some((_, g)) => logs.push(g),
+            None => {}
+        }
+    }
+    snaps.sort_unstable();
+    logs.sort_unstable();
+    let (base, mut mem) = match snaps.last() {
+        Some(&g) => {
+            let (sg, mem) = load_snapshot(&dir.join(snapshot_name(g)))?;
+            if sg != g {
+                return Err(Error::corrupt(format!(
+                    "snapshot {} claims generation {sg}",
+                    snapshot_name(g)
+                )));
+            }
+            (g, mem)
+        }
+        None => (0, MemIndex::default()),
+    };
+    logs.retain(|&g| g >= base);
+    if logs.is_empty() {
+        logs.push(base.max(1));
+    }
+    let mut current = None;
+    for (i, &g) in logs.iter().enumerate() {
+        let last = i + 1 == logs.len();
+        let (seg, start) = open_segment(dir, g, true, durability)?;
+        let path = dir.join(segment_name(g));
+        let mut buf = Vec::new();
+        {
+            use std::io::Read;
+            (&seg).read_to_end(&mut buf).ctx("read", &path)?;
+        }
+        let (pos, sealed, _) = replay(&mut mem, &buf, start as usize);
+        if pos < buf.len() && sealed.is_none() {
+            // The first bad frame and all after it: a torn tail (or damage); cut it off.
+            seg.set_len(pos as u64)
+                .ctx("truncate torn tail of", &path)?;
+            if durability == Durability::Fsync {
+                seg.sync_data().ctx("fsync", &path)?;
+            }
+        }
+        if last {
+            match sealed {
+                // Sealed but its successor is missing (a compaction died): create it.
+                Some(next_gen) => {
+                    let (seg, off) = open_segment(dir, next_gen, true, durability)?;
+                    current = Some((next_gen, seg, off));
+                }
+                None => current = Some((g, seg, pos as u64)),
+            }
+        }
+    }
+    let (gen_, seg, offset) = current.ok_or_else(|| Error::corrupt("index has no log segment"))?;
+    if durability == Durability::Fsync {
+        fsync_dir(dir)?;
+    }
+    Ok(State {
+        mem,
+        gen_,
+        seg: Arc::new(seg),
+        offset,
+        appended: 0,
+    })
+}

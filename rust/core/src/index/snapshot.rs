@@ -1,0 +1,116 @@
+//! Snapshots: the whole live index in one file, so reopening need not replay every operation.
+//!
+//! `snap-<gen>` holds the state of every log segment before `<gen>`. Layout, all frames as in
+//! the log: a header (magic, version, generation, record and string counts), one frame with the
+//! string table, record frames of up to `CHUNK` records each (strings by table index), and an
+//! end frame repeating the record count. A snapshot missing its end frame, or with any bad
+//! frame, is corrupt. It is written to a temp file and renamed into place (atomic).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::atomic::{AtomicFile, Durability};
+use crate::error::{Error, IoContext, Result};
+
+use super::codec::{Dec, Enc, decode_record, encode_record};
+use super::log::{Frame, next_frame, push_frame, snapshot_name};
+use super::mem::MemIndex;
+use super::record::Interner;
+
+pub const SNAPSHOT_VERSION: u32 = 1;
+const SNAP_MAGIC: &[u8] = b"runstash-snapshot";
+const CHUNK: usize = 4096;
+
+pub fn write_snapshot(dir: &Path, gen_: u64, mem: &MemIndex, durability: Durability) -> Result<()> {
+    let strings = mem.strings.strings();
+    let mut out = Vec::with_capacity(64 + mem.len() * 96);
+    let mut e = Enc::default();
+    e.bytes(SNAP_MAGIC);
+    e.u32(SNAPSHOT_VERSION);
+    e.u64(gen_);
+    e.u64(mem.len() as u64);
+    e.u64(strings.len() as u64);
+    push_frame(&mut out, &e.0);
+
+    let mut e = Enc::default();
+    for s in strings {
+        e.str(s);
+    }
+    push_frame(&mut out, &e.0);
+
+    let mut e = Enc::default();
+    let mut in_chunk = 0usize;
+    for r in mem.iter() {
+        encode_record(r, &mut e);
+        in_chunk += 1;
+        if in_chunk == CHUNK {
+            push_frame(&mut out, &e.0);
+            e.0.clear();
+            in_chunk = 0;
+        }
+    }
+    if in_chunk > 0 {
+        push_frame(&mut out, &e.0);
+    }
+    let mut e = Enc::default();
+    e.bytes(b"end");
+    e.u64(mem.len() as u64);
+    push_frame(&mut out, &e.0);
+
+    let mut f = AtomicFile::create_in(dir, durability, None, 0o644, "")?;
+    f.write_all(&out)?;
+    f.commit_replace(&dir.join(snapshot_name(gen_)))
+}
+
+pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
+    let buf = std::fs::read(path).ctx("read snapshot", path)?;
+    let bad = |why: &str| Error::corrupt(format!("snapshot {} is corrupt: {why}", path.display()));
+    let Frame::Ok(head, mut off) = next_frame(&buf, 0) else {
+        return Err(bad("no header"));
+    };
+    let mut d = Dec::new(head);
+    if d.bytes()? != SNAP_MAGIC {
+        return Err(bad("not a runstash snapshot"));
+    }
+    let version = d.u32()?;
+    if version > SNAPSHOT_VERSION {
+        return Err(Error::incompatible(format!(
+            "snapshot {} uses format {version}, newer than this runstash understands ({SNAPSHOT_VERSION}); upgrade runstash",
+            path.display()
+        )));
+    }
+    let gen_ = d.u64()?;
+    let nrec = d.u64()? as usize;
+    let nstr = d.u64()? as usize;
+
+    let Frame::Ok(table, next) = next_frame(&buf, off) else {
+        return Err(bad("string table"));
+    };
+    off = next;
+    let mut d = Dec::new(table);
+    let mut strings: Vec<Arc<str>> = Vec::with_capacity(nstr.min(1 << 24));
+    for _ in 0..nstr {
+        strings.push(Arc::from(d.str()?));
+    }
+    let mut records = Vec::with_capacity(nrec.min(1 << 26));
+    loop {
+        let Frame::Ok(payload, next) = next_frame(&buf, off) else {
+            return Err(bad("truncated or damaged record frame"));
+        };
+        off = next;
+        // The end frame is 12 bytes; a record chunk is never that short (an id alone is 16).
+        if payload.len() == 12 && payload.starts_with(b"\x03end") {
+            let count = u64::from_le_bytes(payload[4..12].try_into().map_err(|_| bad("end"))?);
+            if count as usize != nrec || records.len() != nrec {
+                return Err(bad("record count does not match"));
+            }
+            break;
+        }
+        let mut d = Dec::new(payload);
+        while !d.done() {
+            records.push(decode_record(&mut d, nstr)?);
+        }
+    }
+    let interner = Interner::from_strings(strings);
+    Ok((gen_, MemIndex::from_records(interner, records)))
+}
