@@ -374,7 +374,8 @@ fn metrics_from(d: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(Arc<str>, f64)>>
         let is_number = (v.cast::<PyFloat>().is_ok() || v.cast::<PyInt>().is_ok())
             && v.cast::<PyBool>().is_err();
         let x: f64 = if is_number {
-            v.extract()?
+            v.extract()
+                .map_err(|_| invalid(format!("metric {key:?} must be finite, got {v}")))?
         } else {
             // numpy scalars and other numbers convert through __float__.
             match v.call_method0("__float__").and_then(|f| f.extract::<f64>()) {

@@ -335,10 +335,10 @@ pub fn encode_record(r: &Record, e: &mut Enc) {
     e.digest(&r.digest);
     e.varint(r.size);
     e.opt_str(&r.uri);
-    e.opt_sym(r.mime);
+    e.opt_sym(r.mime.get());
     e.i64(r.created_us);
     for s in [r.run_id, r.graph_id, r.node_id, r.project_id] {
-        e.opt_sym(s);
+        e.opt_sym(s.get());
     }
     e.varint(r.labels.len() as u64);
     for &(k, v) in r.labels.iter() {
@@ -376,12 +376,12 @@ pub fn decode_record(d: &mut Dec<'_>, nsyms: usize) -> Result<Record> {
     let digest = d.digest()?;
     let size = d.varint()?;
     let uri = d.opt_str()?;
-    let mime = d.opt_sym(nsyms)?;
+    let mime = d.opt_sym(nsyms)?.into();
     let created_us = d.i64()?;
-    let run_id = d.opt_sym(nsyms)?;
-    let graph_id = d.opt_sym(nsyms)?;
-    let node_id = d.opt_sym(nsyms)?;
-    let project_id = d.opt_sym(nsyms)?;
+    let run_id = d.opt_sym(nsyms)?.into();
+    let graph_id = d.opt_sym(nsyms)?.into();
+    let node_id = d.opt_sym(nsyms)?.into();
+    let project_id = d.opt_sym(nsyms)?.into();
     let n = d.varint()?;
     let mut labels = Vec::with_capacity(n.min(64) as usize);
     for _ in 0..n {

@@ -243,21 +243,27 @@ impl SharedIndex {
             let (pos, sealed, bad) = replay(&mut st.mem, &buf, 0);
             st.offset += pos as u64;
             if let Some(next_gen) = sealed {
-                match open_segment(&self.dir, next_gen, locked, self.durability) {
+                match open_segment(&self.dir, next_gen, false, self.durability) {
                     Ok((seg, offset)) => {
                         st.seg = Arc::new(seg);
                         st.gen_ = next_gen;
                         st.offset = offset;
                         continue;
                     }
-                    // Compacted away while we lagged: start over from the newest snapshot.
+                    // The successor is gone (later compactions removed it while we lagged)
+                    // or was never made (its compactor died right after sealing). Never
+                    // re-create it here: that would resurrect a segment older than the newest
+                    // snapshot, and appends to it would be lost. Reload instead; `load`
+                    // creates the successor only in the second case.
                     Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                        let appended = st.appended;
                         if locked {
                             **st = load(&self.dir, self.durability)?;
                         } else {
                             let _l = self.lock()?;
                             **st = load(&self.dir, self.durability)?;
                         }
+                        st.appended = appended; // group commit counts this process's appends
                         return Ok(());
                     }
                     Err(e) => return Err(e),

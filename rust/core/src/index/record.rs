@@ -71,6 +71,22 @@ impl Interner {
     }
 }
 
+/// An optional interned string in 4 bytes: the symbol plus one, 0 meaning none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OptSym(u32);
+
+impl OptSym {
+    pub fn get(self) -> Option<Sym> {
+        self.0.checked_sub(1)
+    }
+}
+
+impl From<Option<Sym>> for OptSym {
+    fn from(s: Option<Sym>) -> Self {
+        OptSym(s.map_or(0, |s| s + 1))
+    }
+}
+
 /// A time-ordered artifact id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ArtifactId(pub u128);
@@ -205,12 +221,12 @@ pub struct Record {
     pub size: u64,
     /// Set only when the URI is not the blob's own `file://` path (derived from the digest).
     pub uri: Option<Arc<str>>,
-    pub mime: Option<Sym>,
+    pub mime: OptSym,
     pub created_us: i64,
-    pub run_id: Option<Sym>,
-    pub graph_id: Option<Sym>,
-    pub node_id: Option<Sym>,
-    pub project_id: Option<Sym>,
+    pub run_id: OptSym,
+    pub graph_id: OptSym,
+    pub node_id: OptSym,
+    pub project_id: OptSym,
     pub labels: Box<[(Sym, Value)]>,
     pub metrics: Box<[(Sym, f64)]>,
     pub pinned: bool,
