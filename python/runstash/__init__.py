@@ -1,6 +1,6 @@
 """runstash: an embedded, crash-safe artifact store for Python programs that produce many files."""
 
-from . import errors
+from . import bundle, errors
 from .errors import (
     AlreadyExistsError,
     CorruptError,
@@ -10,6 +10,7 @@ from .errors import (
     RunstashError,
     StoreIOError,
 )
+from .facade import ArtifactFacade
 from .store import (
     DEFAULT_ROOT,
     Artifact,
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_ROOT",
     "AlreadyExistsError",
     "Artifact",
+    "ArtifactFacade",
     "ArtifactWriter",
     "CorruptError",
     "IncompatibleStoreError",
@@ -36,6 +38,7 @@ __all__ = [
     "Store",
     "StoreIOError",
     "VerifyReport",
+    "bundle",
     "errors",
     "hash_bytes",
     "hash_file",

@@ -1,59 +1,64 @@
 """The ``runstash`` command (also ``python -m runstash``).
 
-Subcommands so far: ``demo`` (a small simulation loop on the embedded default store, then a
-ranking query over what it stored) and ``verify`` (re-hash every blob).
+Subcommands so far: ``demo`` (a small simulation loop through the async facade on the embedded
+default store, then ranking queries over what it stored) and ``verify`` (re-hash every blob).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
+from .facade import ArtifactFacade
 from .store import DEFAULT_ROOT, Store, VerifyReport
 
 
 def _demo(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo_async(args))
+
+
+async def _demo_async(args: argparse.Namespace) -> int:
+    """A simulation loop through the async facade: each step stores its state (JSON, with an
+    energy metric), a frame (streamed through ``writer``) and, every 50 steps, a CSV table
+    (stage + ingest); then it asks the index for the best state and checkpoints."""
     store = Store(args.root, durability=args.durability)
-    print(f"runstash demo: {args.steps} steps into {store.root} (durability={store.durability})")
     run_id = f"demo-{int(time.time())}"
+    arts = ArtifactFacade(store, run_id=run_id, graph_id="sim", node_id="step")
+    print(f"runstash demo: {args.steps} steps into {store.root} (durability={store.durability})")
     written = 0
     count = 0
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        for step in range(args.steps):
-            energy = math.exp(-step / 50.0) * (1.0 + 0.3 * math.sin(step))
-            state = {"step": step, "energy": energy, "t": step * 0.01}
-            scope = {"run_id": run_id, "labels": {"phase": "warmup" if step < 100 else "main"}}
-            a = store.put_bytes(
-                json.dumps(state).encode(), kind="state", metrics={"energy": energy}, **scope
+    for step in range(args.steps):
+        energy = math.exp(-step / 50.0) * (1.0 + 0.3 * math.sin(step))
+        phase = {"phase": "warmup" if step < 100 else "main"}
+        async with arts.writer(
+            kind="state", planned_ext=".json", labels=phase, metrics={"energy": energy}
+        ) as w:
+            w.write(json.dumps({"step": step, "energy": energy, "t": step * 0.01}).encode())
+        async with arts.writer(kind="frame", planned_ext=".bin", labels=phase) as w:
+            for row in range(64):
+                w.write(bytes((step * 31 + row + i) % 256 for i in range(64)))
+        count += 2
+        if step % 50 == 49:
+            staged = await arts.stage(".csv")
+            with open(staged, "w", encoding="utf-8") as f:
+                f.write("step,energy\n" + f"{step},{energy}\n")
+            await arts.ingest(
+                staged, kind="checkpoint", labels=phase, metrics={"energy": energy, "step": step}
             )
-            written += a.size
-            with store.writer(".bin", kind="frame", **scope) as w:
-                for row in range(64):
-                    w.write(bytes((step * 31 + row + i) % 256 for i in range(64)))
-            assert w.artifact is not None
-            written += w.artifact.size
-            count += 2
-            if step % 50 == 49:
-                ckpt = os.path.join(scratch, f"checkpoint-{step}.bin")
-                with open(ckpt, "wb") as f:
-                    f.write(os.urandom(256 * 1024))
-                written += store.save(
-                    ckpt, kind="checkpoint", metrics={"energy": energy, "step": step}, **scope
-                ).size
-                count += 1
+            count += 1
+        assert arts.last_artifact is not None
+        written += arts.last_artifact.size
     dt = time.perf_counter() - t0
-    rate = count / dt
-    print(f"stored {count} artifacts ({written / 1e6:.2f} MB) in {dt:.3f} s: {rate:,.0f}/s")
-    best = store.best(kind="state", metric="energy", mode="min", run_id=run_id)
+    print(f"stored {count} artifacts in {dt:.3f} s: {count / dt:,.0f} artifacts/s")
+    best = await arts.best(kind="state", metric="energy", mode="min")
     if best is not None:
-        print(f"lowest-energy state of run {run_id}: {store.read_bytes(best).decode()}")
+        print(f"lowest-energy state of run {run_id}: {await arts.load_artifact(best.uri)}")
     top = store.top_k(3, kind="checkpoint", metric="energy", mode="min", run_id=run_id)
     for a in top:
         print(f"  checkpoint {a.id} step={a.metrics['step']:.0f} energy={a.metrics['energy']:.4f}")

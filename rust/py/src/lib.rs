@@ -272,6 +272,88 @@ impl PyArtifact {
         self.rec.created_us
     }
 
+    // AetherGraph's Artifact field names, so records from either API read the same.
+
+    /// Same as `id` (AetherGraph's name).
+    #[getter]
+    fn artifact_id(&self) -> String {
+        self.id()
+    }
+    /// The content hash's hex digits (BLAKE3 unless the store was made with hash="sha256").
+    #[getter]
+    fn sha256(&self) -> String {
+        self.rec.digest.hex()
+    }
+    /// Same as `size` (AetherGraph's name).
+    #[getter]
+    fn bytes(&self) -> u64 {
+        self.rec.size
+    }
+    /// Same as `mime`.
+    #[getter]
+    fn mimetype(&self) -> Option<&str> {
+        opt_str(&self.rec.mime)
+    }
+    /// The `tags` label when it is a string ("a,b" -> ["a", "b"]), else None.
+    #[getter]
+    fn tags(&self) -> Option<Vec<String>> {
+        self.rec.labels.iter().find_map(|(k, v)| match v {
+            OwnedValue::Str(s) if &**k == "tags" => Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ),
+            _ => None,
+        })
+    }
+    /// Same as `id`: every write is its own record, so each is its own occurrence.
+    #[getter]
+    fn occurrence_id(&self) -> String {
+        self.id()
+    }
+    /// Not tracked by runstash: always None.
+    #[getter]
+    fn tool_name(&self) -> Option<&str> {
+        None
+    }
+    /// Not tracked by runstash: always None.
+    #[getter]
+    fn tool_version(&self) -> Option<&str> {
+        None
+    }
+    /// Not tracked by runstash: always None.
+    #[getter]
+    fn preview_uri(&self) -> Option<&str> {
+        None
+    }
+    /// Not tracked by runstash: always None.
+    #[getter]
+    fn org_id(&self) -> Option<&str> {
+        None
+    }
+    /// Not tracked by runstash: always None.
+    #[getter]
+    fn user_id(&self) -> Option<&str> {
+        None
+    }
+    /// Not tracked by runstash: always None.
+    #[getter]
+    fn client_id(&self) -> Option<&str> {
+        None
+    }
+    /// Not tracked by runstash: always None.
+    #[getter]
+    fn app_id(&self) -> Option<&str> {
+        None
+    }
+    /// Not tracked by runstash: always None.
+    #[getter]
+    fn session_id(&self) -> Option<&str> {
+        None
+    }
+
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         d.set_item("id", self.id())?;
@@ -602,6 +684,12 @@ impl PyStore {
             store: self.inner.clone(),
             meta,
         })
+    }
+
+    /// Stores a file's bytes as a blob without recording an artifact: (hash, size).
+    fn save_blob(&self, py: Python<'_>, path: PathBuf) -> PyResult<(String, u64)> {
+        let info = py.detach(|| self.inner.blobs().save(&path)).py_err()?;
+        Ok((info.digest.to_string(), info.size))
     }
 
     /// Records `len(metas)` artifacts for one stored blob (given by digest) in one append.

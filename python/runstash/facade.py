@@ -1,0 +1,463 @@
+"""``ArtifactFacade``: the AetherGraph-compatible async API (a drop-in for ``context.artifacts()``).
+
+Bound to a :class:`~runstash.Store` and a run / graph / node (and optionally a project), like
+AetherGraph's facade. Index-only calls (``list``, ``search``, ``best``, ``pin``) answer inline,
+from memory, without a thread hop; file work (``save``, ``ingest``, ``writer`` commits,
+directories, loads) runs in the event loop's executor with the GIL released, so the loop never
+stalls on I/O.
+
+Both AetherGraph spellings are accepted: the 0.1.0a1 names of the seed document (``stage``,
+``ingest``, ``save``, ``tmp_path``, ``mode=``, ``scope=``) and the newer ones (``stage_path``,
+``ingest_file``, ``save_file``, ``metric_mode=``, ``level=``, ``view=``).
+
+Deliberate differences from AetherGraph 0.1.0a15, each a fix:
+
+- One record per write. AetherGraph ids are content hashes, so saving identical bytes twice
+  merges (overwrites) the labels and metrics of the first save; here each write keeps its own
+  record and id, while the bytes are still stored once (``sha256`` / ``hash`` dedup).
+- ``save()`` leaves the caller's file in place unless ``cleanup=True`` (AetherGraph moves it).
+- Label filters match exactly and by type (AetherGraph uses a case-insensitive ``LIKE``, where
+  ``%`` and ``_`` are wildcards and int or bool labels never match).
+- Rankings break ties by the older artifact first (AetherGraph: the newest); ``mode`` must be
+  ``"max"`` or ``"min"`` (AetherGraph treats any typo as min); metrics must be finite numbers.
+- ``pin`` of an unknown id raises ``NotFoundError`` (AetherGraph silently does nothing).
+- ``ingest_dir`` keeps every file's bytes (AetherGraph's default deletes them and keeps only
+  the manifest) and ``load_artifact`` of a directory returns a real, read-only directory path.
+- ``load_artifact`` decodes by kind and extension (json, text, parquet, npy/npz); it never
+  unpickles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import mimetypes
+import os
+import shutil
+import stat
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from . import loaders
+from ._core import Artifact
+from .errors import InvalidArgumentError, NotFoundError
+from .store import ArtifactWriter, Labels, Metrics, Store, _meta
+
+__all__ = ["ArtifactFacade", "Scope", "TREE_MIME"]
+
+Scope = Literal["node", "graph", "run", "project", "all"]
+_SCOPES = ("node", "graph", "run", "project", "all")
+#: The mime type of a directory artifact's manifest.
+TREE_MIME = "application/vnd.runstash.tree+json"
+_SCOPE_KEYS = ("run_id", "graph_id", "node_id", "project_id")
+
+T = TypeVar("T")
+
+
+def _pick(name: str, *spellings: tuple[str, Any]) -> Any:
+    """The one value given among several spellings of one keyword (None when none is)."""
+    given = [(k, v) for k, v in spellings if v is not None]
+    if len(given) > 1 and len({repr(v) for _, v in given}) > 1:
+        names = ", ".join(f"{k}={v!r}" for k, v in given)
+        raise InvalidArgumentError(f"{name} given twice with different values: {names}")
+    return given[0][1] if given else None
+
+
+def _check_suggested_uri(uri: str | None) -> str | None:
+    if uri is None:
+        return None
+    p = uri.split("://", 1)[-1] if "://" in uri else uri
+    parts = Path(p).parts
+    if os.path.isabs(p) or ".." in parts:
+        raise InvalidArgumentError(
+            f"suggested_uri {uri!r} must be a relative name without '..' components"
+        )
+    return os.path.basename(p) or None
+
+
+class ArtifactFacade:
+    """Artifacts of one run / graph / node, with AetherGraph's ``context.artifacts()`` API.
+
+    ``ArtifactFacade(store, run_id=..., graph_id=..., node_id=..., project_id=...)``; ``store``
+    may also be a path (``None`` means the embedded default store, ``./.runstash``).
+    """
+
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str] | None = None,
+        *,
+        run_id: str,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+    ) -> None:
+        if not isinstance(run_id, str) or not run_id:
+            raise InvalidArgumentError("run_id must be a non-empty string")
+        self.store: Store = store if isinstance(store, Store) else Store(store or ".runstash")
+        self.run_id = run_id
+        self.graph_id = graph_id
+        self.node_id = node_id
+        self.project_id = project_id
+        #: The artifact of the last successful save / ingest / writer / ingest_dir.
+        self.last_artifact: Artifact | None = None
+        self._decoders: OrderedDict[str, str] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return (
+            f"ArtifactFacade(store={self.store.root!r}, run_id={self.run_id!r}, "
+            f"graph_id={self.graph_id!r}, node_id={self.node_id!r})"
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args, **kw))
+
+    def _scope_ids(self) -> dict[str, str | None]:
+        return {
+            "run_id": self.run_id,
+            "graph_id": self.graph_id,
+            "node_id": self.node_id,
+            "project_id": self.project_id,
+        }
+
+    def _remember(self, art: Artifact, ext: str | None = None) -> Artifact:
+        """Keeps how to decode an artifact's bytes, keyed by URI, for load_artifact."""
+        if ext is None:
+            ext = os.path.splitext(str(art.labels.get("filename", "")))[1]
+        how = "tree" if art.mime == TREE_MIME else loaders.decoder_for(art.kind, ext)
+        self._decoders[art.uri] = how
+        self._decoders.move_to_end(art.uri)
+        while len(self._decoders) > 100_000:
+            self._decoders.popitem(last=False)
+        return art
+
+    def _write_meta(
+        self,
+        kind: str,
+        labels: Labels | None,
+        metrics: Metrics | None,
+        pin: bool,
+        filename: str | None,
+        mime: str | None = None,
+    ) -> tuple[Any, ...]:
+        if not isinstance(kind, str) or not kind:
+            raise InvalidArgumentError("kind must be a non-empty string")
+        labels = dict(labels or {})
+        if filename and "filename" not in labels and "name" not in labels:
+            labels["filename"] = filename
+        if mime is None and filename:
+            mime = mimetypes.guess_type(filename)[0]
+        ids = self._scope_ids()
+        return _meta(
+            kind,
+            labels,
+            metrics,
+            ids["run_id"],
+            ids["graph_id"],
+            ids["node_id"],
+            ids["project_id"],
+            pin,
+            mime,
+        )
+
+    def _filters(self, scope: str) -> dict[str, str | None]:
+        if scope not in _SCOPES:
+            raise InvalidArgumentError(f"scope must be one of {_SCOPES}, got {scope!r}")
+        ids = self._scope_ids()
+        if scope == "node":
+            return {"run_id": ids["run_id"], "graph_id": ids["graph_id"], "node_id": ids["node_id"]}
+        if scope == "graph":
+            return {"run_id": ids["run_id"], "graph_id": ids["graph_id"]}
+        if scope == "run":
+            return {"run_id": ids["run_id"]}
+        if scope == "project":
+            return {"project_id": ids["project_id"]} if ids["project_id"] else {}
+        return {}
+
+    # -- staging and writes ---------------------------------------------------------------
+
+    async def stage(self, ext: str = "") -> str:
+        """An empty file in the store's staging area (same filesystem: ingest is a rename)."""
+        return await self._run(self.store.stage, ext)
+
+    async def stage_path(self, ext: str = "") -> str:
+        """AetherGraph 0.1.0a15 name of :meth:`stage`."""
+        return await self.stage(ext)
+
+    async def tmp_path(self, suffix: str = "") -> str:
+        """Alias of :meth:`stage`."""
+        return await self.stage(suffix)
+
+    async def stage_dir(self, suffix: str = "") -> str:
+        """An empty directory in the staging area, for :meth:`ingest_dir`."""
+        return await self._run(self.store._core.stage_dir, suffix)
+
+    async def ingest(
+        self,
+        staged_path: str,
+        *,
+        kind: str,
+        labels: Labels | None = None,
+        metrics: Metrics | None = None,
+        suggested_uri: str | None = None,
+        pin: bool = False,
+    ) -> Artifact:
+        """Move a staged file into the store (a rename, no copy) and index it."""
+        name = _check_suggested_uri(suggested_uri) or os.path.basename(os.fspath(staged_path))
+        meta = self._write_meta(kind, labels, metrics, pin, name)
+        art = await self._run(self.store._core.ingest, staged_path, meta)
+        self.last_artifact = self._remember(art)
+        return art
+
+    async def ingest_file(self, staged_path: str, **kw: Any) -> Artifact:
+        """AetherGraph 0.1.0a15 name of :meth:`ingest`."""
+        return await self.ingest(staged_path, **kw)
+
+    async def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        kind: str,
+        labels: Labels | None = None,
+        metrics: Metrics | None = None,
+        suggested_uri: str | None = None,
+        pin: bool = False,
+        cleanup: bool = False,
+    ) -> Artifact:
+        """Store a copy of an existing file and index it. The file stays where it is unless
+        ``cleanup=True`` (then it is removed after the artifact is safely stored)."""
+        name = _check_suggested_uri(suggested_uri) or os.path.basename(os.fspath(path))
+        meta = self._write_meta(kind, labels, metrics, pin, name)
+        art = await self._run(self.store._core.save, path, meta)
+        if cleanup:
+            await self._run(os.unlink, path)
+        self.last_artifact = self._remember(art)
+        return art
+
+    async def save_file(self, path: str | os.PathLike[str], **kw: Any) -> Artifact:
+        """AetherGraph 0.1.0a15 name of :meth:`save`."""
+        return await self.save(path, **kw)
+
+    @asynccontextmanager
+    async def writer(
+        self,
+        *,
+        kind: str,
+        planned_ext: str | None = None,
+        pin: bool = False,
+        labels: Labels | None = None,
+        metrics: Metrics | None = None,
+    ) -> AsyncIterator[ArtifactWriter]:
+        """An async context manager yielding a real binary file object; the artifact is stored
+        and indexed on normal exit (then ``last_artifact`` is set), and nothing is left behind
+        on an exception::
+
+            async with arts.writer(kind="image", planned_ext=".png") as w:
+                img.save(w, format="PNG")
+        """
+        ext = planned_ext or ""
+        meta = self._write_meta(kind, labels, metrics, pin, f"{kind}{ext}" if ext else None)
+        core = await self._run(self.store._core.writer, ext, meta)
+        w = ArtifactWriter(core)
+        try:
+            yield w
+        except BaseException:
+            await self._run(w._abort)
+            raise
+        try:
+            art = await self._run(w._commit)
+        except BaseException:
+            await self._run(w._abort)
+            raise
+        self.last_artifact = self._remember(art, ext)
+
+    async def ingest_dir(
+        self,
+        staged_dir: str,
+        *,
+        kind: str = "dir",
+        labels: Labels | None = None,
+        metrics: Metrics | None = None,
+        suggested_uri: str | None = None,
+        pin: bool = False,
+        cleanup: bool = True,
+        **kw: Any,
+    ) -> Artifact:
+        """Store a directory as one artifact: every file a blob, plus a manifest (sorted
+        relative paths, sizes, hashes) whose hash is the artifact's. Symlinks that leave the
+        directory are refused. With ``cleanup`` (the default) a directory from
+        :meth:`stage_dir` is removed afterwards; its bytes are all in the store."""
+        unknown = set(kw) - {"store", "archive", "archive_name", "include", "exclude"}
+        if unknown:
+            raise TypeError(f"ingest_dir() got unexpected keyword arguments {sorted(unknown)}")
+        name = _check_suggested_uri(suggested_uri)
+        meta = self._write_meta(kind, labels, metrics, pin, name, mime=TREE_MIME)
+        art = await self._run(self._ingest_dir_sync, os.fspath(staged_dir), meta, cleanup)
+        self.last_artifact = self._remember(art)
+        return art
+
+    def _ingest_dir_sync(self, staged_dir: str, meta: tuple[Any, ...], cleanup: bool) -> Artifact:
+        root = Path(staged_dir)
+        if not root.is_dir():
+            raise InvalidArgumentError(f"ingest_dir: not a directory: {staged_dir}")
+        real_root = root.resolve()
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            for d in dirnames:
+                p = Path(dirpath, d)
+                if p.is_symlink():
+                    self._check_link(p, real_root)
+            for f in filenames:
+                p = Path(dirpath, f)
+                if p.is_symlink():
+                    self._check_link(p, real_root)
+                if not p.is_file():
+                    continue
+                digest, size = self.store._core.save_blob(p)
+                files.append({"path": p.relative_to(root).as_posix(), "size": size, "hash": digest})
+        files.sort(key=lambda e: e["path"])
+        manifest = json.dumps(
+            {"format": "runstash.tree/1", "files": files}, sort_keys=True, separators=(",", ":")
+        ).encode()
+        art = self.store._core.put_bytes(manifest, meta)
+        staging = Path(self.store._core.staging_dir).resolve()
+        if cleanup and real_root.parent == staging:
+            shutil.rmtree(real_root)
+        return art
+
+    @staticmethod
+    def _check_link(p: Path, real_root: Path) -> None:
+        target = p.resolve()
+        if target != real_root and real_root not in target.parents:
+            raise InvalidArgumentError(f"ingest_dir: symlink {p} points out of the directory")
+
+    # -- loading --------------------------------------------------------------------------
+
+    async def load_artifact_bytes(self, uri: str) -> bytes:
+        """The bytes of an artifact of this store, by URI (another store's URI is refused)."""
+        return await self._run(self.store.read_bytes, uri)
+
+    async def load_artifact(self, uri: str) -> Any:
+        """An artifact decoded by kind / extension: json -> object, text -> str, parquet ->
+        polars DataFrame, npy/npz -> numpy, a directory -> its read-only path, else bytes."""
+        how = self._decoders.get(uri)
+        if how == "tree":
+            return await self._run(self._materialize_tree, uri)
+        data = await self.load_artifact_bytes(uri)
+        return loaders.decode(data, how or loaders.sniff(data))
+
+    def _materialize_tree(self, uri: str) -> str:
+        manifest = json.loads(self.store.read_bytes(uri))
+        hexd = self.store._core.uri_of(uri).rsplit("/", 2)
+        dest = Path(self.store.root, "trees", hexd[-2] + hexd[-1])
+        if dest.is_dir():
+            return str(dest)
+        build = Path(self.store._core.stage_dir(".tree"))
+        for e in manifest["files"]:
+            rel = Path(e["path"])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise InvalidArgumentError(f"manifest path {e['path']!r} escapes the tree")
+            target = build / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(self.store.path_of(e["hash"]), target)  # blobs are read-only already
+        for dirpath, _, _ in sorted(os.walk(build), key=lambda t: -len(t[0])):
+            os.chmod(dirpath, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
+        dest.parent.mkdir(exist_ok=True)
+        try:
+            os.rename(build, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            for dirpath, _, _ in os.walk(build):  # another caller won the race
+                os.chmod(dirpath, stat.S_IRWXU)
+            shutil.rmtree(build)
+        return str(dest)
+
+    # -- index queries (inline: answered from memory) ------------------------------------
+
+    async def list(
+        self,
+        *,
+        scope: Scope | None = None,
+        level: str | None = None,
+        view: str | None = None,
+        limit: int | None = None,
+    ) -> list[Artifact]:
+        """Artifacts in a scope (default "run"), newest first (as AetherGraph's list)."""
+        s = _pick("scope", ("scope", scope), ("level", level), ("view", view)) or "run"
+        arts = self.store.list(**self._filters(s))
+        arts.reverse()
+        return arts[:limit] if limit is not None else arts
+
+    async def search(
+        self,
+        *,
+        kind: str | None = None,
+        labels: Labels | None = None,
+        metric: str | None = None,
+        mode: Literal["max", "min"] | None = None,
+        scope: Scope | None = None,
+        extra_scope_labels: dict[str, Any] | None = None,
+        metric_mode: Literal["max", "min"] | None = None,
+        level: str | None = None,
+        view: str | None = None,
+        limit: int | None = None,
+    ) -> list[Artifact]:
+        """Index search within a scope (default "run"). ``labels``, the scope and
+        ``extra_scope_labels`` are merged, in that order (later wins); scope id keys
+        (run_id, graph_id, node_id, project_id) filter the record's scope ids, every other
+        key its labels. With ``metric`` and a mode: ranked best first; otherwise newest first."""
+        s = _pick("scope", ("scope", scope), ("level", level), ("view", view)) or "run"
+        m = _pick("mode", ("mode", mode), ("metric_mode", metric_mode))
+        merged: dict[str, Any] = dict(labels or {})
+        merged.update(self._filters(s))
+        merged.update(extra_scope_labels or {})
+        ids = {k: merged.pop(k) for k in _SCOPE_KEYS if k in merged}
+        kind = kind or None
+        if metric is not None and m is not None:
+            return self.store.search(
+                kind=kind, labels=merged or None, metric=metric, mode=m, limit=limit, **ids
+            )
+        arts = self.store.list(kind=kind, labels=merged or None, **ids)
+        arts.reverse()
+        return arts[:limit] if limit is not None else arts
+
+    async def best(
+        self,
+        *,
+        kind: str | None,
+        metric: str,
+        mode: Literal["max", "min"] | None = None,
+        scope: Scope | None = None,
+        filters: dict[str, Any] | None = None,
+        metric_mode: Literal["max", "min"] | None = None,
+        level: str | None = None,
+        view: str | None = None,
+    ) -> Artifact | None:
+        """The best artifact of ``kind`` by ``metric`` within a scope (default "run"), or None.
+        ``filters`` are label filters (scope id keys filter the scope ids)."""
+        s = _pick("scope", ("scope", scope), ("level", level), ("view", view)) or "run"
+        m = _pick("mode", ("mode", mode), ("metric_mode", metric_mode))
+        if m is None:
+            raise InvalidArgumentError('best() needs mode="max" or mode="min"')
+        merged: dict[str, Any] = dict(filters or {})
+        merged.update(self._filters(s))
+        ids = {k: merged.pop(k) for k in _SCOPE_KEYS if k in merged}
+        return self.store.best(
+            kind=kind or None, metric=metric, mode=m, labels=merged or None, **ids
+        )
+
+    async def pin(self, artifact_id: str, pinned: bool = True) -> None:
+        """Pin (or unpin) an artifact. An unknown id raises NotFoundError."""
+        if not isinstance(artifact_id, str):
+            raise InvalidArgumentError("artifact_id must be a string")
+        try:
+            self.store.pin(artifact_id, pinned)
+        except InvalidArgumentError:
+            raise NotFoundError(f"no artifact with id {artifact_id!r}") from None

@@ -1,0 +1,1087 @@
+"""runstash.ArtifactFacade: the AetherGraph-compatible async ``context.artifacts()``.
+
+Conformance: the seed document's five practical examples and its writer example run verbatim
+against a stub ``context``. Then every method's edge cases (empty results, best() with no
+match, min/max, missing metrics, pin/unpin, scope boundaries between runs and nodes, both
+keyword spellings, search merging, writer failures, last_artifact, dedup with own records,
+typed label filters, load_artifact decoding without unpickling, directory artifacts, symlinks,
+foreign URIs, suggested_uri), and an event-loop stall test around a 1 GiB save.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+import runstash
+from runstash import ArtifactFacade
+from runstash.facade import TREE_MIME
+from tests.conftest import blob_files, staging_entries
+from tests.facade_helpers import SEED_DOC, CountingExecutor, StubContext, run, seed_code_blocks
+
+# --------------------------------------------------------------------------------------------
+# The seed document's examples, verbatim. Only the "# ... <do something> ..." placeholders are
+# filled in, right after the placeholder comment. test_examples_are_verbatim checks the lines.
+# --------------------------------------------------------------------------------------------
+
+
+# fmt: off
+async def make_png(*, context):
+    import PIL.Image as Image
+    img = Image.new("RGB", (128, 128), (255, 122, 26))
+    async with context.artifacts().writer(kind="image", planned_ext=".png") as w:
+        # writer exposes a real file handle underneath
+        img.save(w, format="PNG")
+    art = context.artifacts().last_artifact
+    await context.channel().send_image(url=art.uri, title="Generated PNG")
+    return {"uri": art.uri}
+
+
+async def example_1_direct_save(context):
+    uri = "/tmp/plot.png"
+    # ... generate image to uri ...
+    Image.new("RGB", (64, 48), (12, 34, 56)).save(uri, format="PNG")
+    art = await context.artifacts().save(uri, kind="image", labels={"task":"eval"}, metrics={"psnr": 31.2})  # noqa: E501
+    return art
+
+
+async def example_2_stage_write_ingest(context):
+    staged = await context.artifacts().stage(".csv")
+    with open(staged, "w", encoding="utf-8") as f:
+        f.write("x,y\n1,2\n3,4\n")
+    art = await context.artifacts().ingest(staged_path=staged, kind="table", labels={"split":"val"})  # noqa: E501
+    return art, staged
+
+
+async def example_3_search_best(context):
+    winner = await context.artifacts().best(kind="model", metric="val_acc", mode="max", scope="run")  # noqa: E501
+    if winner:
+        await context.channel().send_text(f"Best model: {winner.uri} acc={winner.metrics['val_acc']:.3f}")  # noqa: E501
+    return winner
+
+
+async def example_4_directory(context):
+    dir_path = await context.artifacts().stage_dir("_report")
+    # ... write several files to dir_path ...
+    write_report_files(dir_path)
+    art = await context.artifacts().ingest_dir(dir_path, kind="report", labels={"format":"html"})  # noqa: E501
+    return art, dir_path
+
+
+async def example_5_pin(context, art):
+    await context.artifacts().pin(artifact_id=art.id, pinned=True)
+
+
+async def scoped_search_example(context):
+    best_imgs = await context.artifacts().search(kind="image", scope="graph")
+    return best_imgs
+# fmt: on
+
+REPORT_FILES = {
+    "index.html": b"<html><body>report</body></html>",
+    "assets/style.css": b"body { color: #333; }",
+    "assets/img/logo.bin": bytes(range(256)) * 3,
+    "data.json": b'{"rows": 3}',
+}
+
+
+def write_report_files(dir_path: str) -> None:
+    for rel, data in REPORT_FILES.items():
+        p = Path(dir_path, rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures and helpers
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fac(store: runstash.Store) -> ArtifactFacade:
+    return ArtifactFacade(store, run_id="run-1", graph_id="g1", node_id="n1", project_id="proj")
+
+
+def facade(store: runstash.Store, run_id: str = "run-1", **kw: str) -> ArtifactFacade:
+    return ArtifactFacade(store, run_id=run_id, **kw)
+
+
+def src_file(tmp_path: Path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+def ids(arts: list[runstash.Artifact]) -> list[str]:
+    return [a.id for a in arts]
+
+
+def is_read_only_tree(root: Path) -> bool:
+    """No write bit anywhere (checked by mode bits: the tests may run as root)."""
+    paths = [root, *root.rglob("*")]
+    wbits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    return all(os.stat(p).st_mode & wbits == 0 for p in paths)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. conformance: the seed's examples
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not SEED_DOC.exists(), reason="seed document not available")
+def test_examples_are_verbatim() -> None:
+    """Every line of the seed's code blocks appears, in order, in the example functions."""
+    funcs = [
+        make_png,
+        scoped_search_example,
+        example_1_direct_save,
+        example_2_stage_write_ingest,
+        example_3_search_best,
+        example_4_directory,
+        example_5_pin,
+    ]
+    blocks = seed_code_blocks()
+    assert len(blocks) == len(funcs)
+    for block, fn in zip(blocks, funcs, strict=True):
+        src = [ln.split("  # noqa: E501")[0].strip() for ln in inspect.getsource(fn).splitlines()]
+        pos = 0
+        for line in block.splitlines():
+            line = line.strip()
+            if not line or line.startswith(("from aethergraph", "@graph_fn")):
+                continue
+            assert line in src[pos:], f"{fn.__name__}: {line!r} not copied verbatim"
+            pos = src.index(line, pos) + 1
+
+
+def test_writer_example_png(fac: ArtifactFacade) -> None:
+    ctx = StubContext(fac)
+    out = run(make_png(context=ctx))
+    art = fac.last_artifact
+    assert art is not None and out == {"uri": art.uri}
+    assert ctx.channel().sent == [("image", {"url": art.uri, "title": "Generated PNG"})]
+    assert art.kind == "image" and art.mime == "image/png"
+    assert (art.run_id, art.graph_id, art.node_id) == ("run-1", "g1", "n1")
+    data = run(fac.load_artifact_bytes(art.uri))
+    assert art.size == art.bytes == len(data) > 0
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG" and img.size == (128, 128)
+    assert img.getpixel((5, 5)) == (255, 122, 26)
+    assert fac.store.get(art.id) is not None
+    assert staging_entries(fac.store.root) == []
+
+
+def test_example_1_direct_save(fac: ArtifactFacade) -> None:
+    ctx = StubContext(fac)
+    try:
+        art = run(example_1_direct_save(ctx))
+        data = Path("/tmp/plot.png").read_bytes()
+        assert Path("/tmp/plot.png").exists(), "save() leaves the caller's file in place"
+    finally:
+        Path("/tmp/plot.png").unlink(missing_ok=True)
+    assert art.kind == "image" and art.mime == "image/png"
+    assert art.labels == {"task": "eval", "filename": "plot.png"}
+    assert art.metrics == {"psnr": 31.2}
+    assert (art.run_id, art.graph_id, art.node_id, art.project_id) == (
+        "run-1",
+        "g1",
+        "n1",
+        "proj",
+    )
+    assert art.hash == runstash.hash_bytes(data) and art.size == len(data)
+    assert fac.store.read_bytes(art) == data
+    assert fac.last_artifact is art
+    assert ids(run(fac.list())) == [art.id]
+
+
+def test_example_2_stage_write_ingest_moves_without_copy(fac: ArtifactFacade) -> None:
+    ctx = StubContext(fac)
+    inode: dict[str, int] = {}
+    real_ingest = fac.ingest
+
+    async def spy_ingest(staged_path: str, **kw: object) -> runstash.Artifact:
+        inode["staged"] = os.stat(staged_path).st_ino
+        return await real_ingest(staged_path, **kw)  # type: ignore[arg-type]
+
+    fac.ingest = spy_ingest  # type: ignore[method-assign]
+    art, staged = run(example_2_stage_write_ingest(ctx))
+    assert Path(staged).parent == Path(fac.store.root, "staging")
+    assert staged.endswith(".csv")
+    assert not os.path.exists(staged), "ingest moves the staged file"
+    assert os.stat(fac.store.path_of(art)).st_ino == inode["staged"], "a rename, not a copy"
+    assert art.kind == "table"
+    assert art.labels["split"] == "val"
+    assert art.metrics == {}
+    assert fac.store.read_bytes(art) == b"x,y\n1,2\n3,4\n"
+    assert run(fac.load_artifact(art.uri)) == "x,y\n1,2\n3,4\n"
+    assert fac.last_artifact is art
+
+
+def test_example_3_search_best(fac: ArtifactFacade, tmp_path: Path) -> None:
+    ctx = StubContext(fac)
+    assert run(example_3_search_best(ctx)) is None, "no model yet"
+    assert ctx.channel().sent == []
+
+    other_run = facade(fac.store, "run-2", graph_id="g1", node_id="n1")
+    m = src_file(tmp_path, "m.pt", b"weights")
+
+    async def populate() -> dict[float, runstash.Artifact]:
+        out = {}
+        for acc in (0.71, 0.93, 0.88):
+            out[acc] = await fac.save(m, kind="model", metrics={"val_acc": acc})
+        await fac.save(m, kind="model", metrics={"loss": 0.1})  # no val_acc: left out
+        await fac.save(m, kind="image", metrics={"val_acc": 0.97})  # another kind
+        await other_run.save(m, kind="model", metrics={"val_acc": 0.99})  # another run
+        return out
+
+    models = run(populate())
+    winner = run(example_3_search_best(ctx))
+    assert winner is not None and winner.id == models[0.93].id
+    assert ctx.channel().sent == [("text", {"text": f"Best model: {winner.uri} acc=0.930"})]
+
+
+def test_example_4_directory_and_manifest(fac: ArtifactFacade) -> None:
+    ctx = StubContext(fac)
+    art, dir_path = run(example_4_directory(ctx))
+    assert art.kind == "report" and art.labels["format"] == "html"
+    assert art.mime == TREE_MIME
+    assert fac.last_artifact is art
+    assert not os.path.exists(dir_path), "the staged directory is cleaned up"
+
+    manifest_bytes = run(fac.load_artifact_bytes(art.uri))
+    assert art.size == len(manifest_bytes)
+    assert runstash.hash_bytes(manifest_bytes) == art.hash, "the manifest's hash is the artifact's"
+    files = json.loads(manifest_bytes)["files"]
+    assert [e["path"] for e in files] == sorted(REPORT_FILES)
+    for e in files:
+        data = REPORT_FILES[e["path"]]
+        assert e["size"] == len(data)
+        assert e["hash"] == runstash.hash_bytes(data)
+        assert fac.store.read_bytes(e["hash"]) == data, "every file's bytes are kept"
+
+    root = Path(run(fac.load_artifact(art.uri)))
+    assert root.is_dir()
+    got = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert got == REPORT_FILES
+    assert is_read_only_tree(root)
+    assert run(fac.load_artifact(art.uri)) == str(root), "materialized once"
+
+
+def test_example_5_pin(fac: ArtifactFacade) -> None:
+    ctx = StubContext(fac)
+    art, _ = run(example_4_directory(ctx))
+    assert fac.store.get(art.id).pinned is False
+    assert run(example_5_pin(ctx, art)) is None
+    assert fac.store.get(art.id).pinned is True
+
+
+def test_scoped_search_example(store: runstash.Store, tmp_path: Path) -> None:
+    here = facade(store, graph_id="g1", node_id="n1")
+    sibling = facade(store, graph_id="g1", node_id="n2")
+    other_graph = facade(store, graph_id="g2", node_id="n1")
+    f = src_file(tmp_path, "i.png", b"png")
+
+    async def go() -> list[runstash.Artifact]:
+        a = await here.save(f, kind="image")
+        b = await sibling.save(f, kind="image")
+        await other_graph.save(f, kind="image")
+        await here.save(f, kind="table")
+        return [a, b]
+
+    expected = run(go())
+    got = run(scoped_search_example(StubContext(here)))
+    assert sorted(ids(got)) == sorted(ids(expected))
+
+
+# --------------------------------------------------------------------------------------------
+# 2. edge cases, method by method
+# --------------------------------------------------------------------------------------------
+
+
+def test_artifact_carries_aethergraph_fields(fac: ArtifactFacade, tmp_path: Path) -> None:
+    art = run(fac.save(src_file(tmp_path, "r.json", b"{}"), kind="json", labels={"a": "b"}))
+    for name in (
+        "artifact_id",
+        "run_id",
+        "graph_id",
+        "node_id",
+        "tool_name",
+        "tool_version",
+        "kind",
+        "sha256",
+        "bytes",
+        "mime",
+        "mimetype",
+        "created_at",
+        "tags",
+        "labels",
+        "metrics",
+        "pinned",
+        "uri",
+        "preview_uri",
+        "org_id",
+        "user_id",
+        "client_id",
+        "app_id",
+        "session_id",
+        "occurrence_id",
+        "id",
+    ):
+        assert hasattr(art, name), name
+    assert art.artifact_id == art.id
+    assert art.sha256 == art.hash.split(":", 1)[1]
+    assert art.bytes == art.size == 2
+    assert art.mimetype == art.mime == "application/json"
+    assert art.uri.startswith("file://")
+    assert art.pinned is False
+    assert isinstance(art.metrics, dict) and art.metrics == {}
+
+
+def test_empty_results(fac: ArtifactFacade, tmp_path: Path) -> None:
+    async def go() -> None:
+        for scope in ("node", "graph", "run", "project", "all"):
+            assert await fac.list(scope=scope) == []
+            assert await fac.search(scope=scope) == []
+            assert await fac.search(metric="m", mode="max", scope=scope) == []
+            assert await fac.best(kind="model", metric="m", mode="max", scope=scope) is None
+        # a fresh run on a store that has artifacts sees nothing of them
+        await fac.save(src_file(tmp_path, "x.bin", b"x"), kind="model", metrics={"m": 1.0})
+        fresh = facade(fac.store, "run-fresh", graph_id="g1", node_id="n1")
+        assert await fresh.list() == []
+        assert await fresh.search() == []
+        assert await fresh.search(kind="model") == []
+        assert await fresh.best(kind="model", metric="m", mode="max") is None
+        assert ids(await fresh.list(scope="all")) == ids(await fac.list())
+
+    run(go())
+
+
+def test_best_max_min_missing_metric_and_no_match(fac: ArtifactFacade, tmp_path: Path) -> None:
+    f = src_file(tmp_path, "m.bin", b"m")
+
+    async def go() -> None:
+        lo = await fac.save(f, kind="model", metrics={"loss": 0.2, "acc": 0.5})
+        hi = await fac.save(f, kind="model", metrics={"loss": 0.9, "acc": 0.8})
+        await fac.save(f, kind="model", metrics={"other": 100.0})  # lacks both
+        await fac.save(f, kind="model")  # no metrics at all
+        assert (await fac.best(kind="model", metric="loss", mode="max")).id == hi.id
+        assert (await fac.best(kind="model", metric="loss", mode="min")).id == lo.id
+        assert (await fac.best(kind="model", metric="acc", mode="min")).id == lo.id
+        assert await fac.best(kind="model", metric="nope", mode="max") is None
+        assert await fac.best(kind="image", metric="loss", mode="max") is None
+        ranked = await fac.search(kind="model", metric="loss", mode="min")
+        assert ids(ranked) == [lo.id, hi.id], "artifacts without the metric are left out"
+        assert ids(await fac.search(kind="model", metric="loss", mode="max")) == [hi.id, lo.id]
+        assert len(await fac.search(kind="model")) == 4, "no metric: no ranking, no filtering"
+        with pytest.raises(runstash.InvalidArgumentError):
+            await fac.best(kind="model", metric="loss", mode="MAX")
+        with pytest.raises(runstash.InvalidArgumentError):
+            await fac.best(kind="model", metric="loss")
+
+    run(go())
+
+
+def test_best_filters(fac: ArtifactFacade, tmp_path: Path) -> None:
+    f = src_file(tmp_path, "m.bin", b"m")
+
+    async def go() -> None:
+        a = await fac.save(f, kind="model", labels={"arch": "cnn"}, metrics={"acc": 0.6})
+        b = await fac.save(f, kind="model", labels={"arch": "mlp"}, metrics={"acc": 0.9})
+        assert (await fac.best(kind="model", metric="acc", mode="max")).id == b.id
+        got = await fac.best(kind="model", metric="acc", mode="max", filters={"arch": "cnn"})
+        assert got.id == a.id
+        got = await fac.best(kind="model", metric="acc", mode="max", filters={"arch": "rnn"})
+        assert got is None
+
+    run(go())
+
+
+def test_pin_unpin(fac: ArtifactFacade, tmp_path: Path) -> None:
+    f = src_file(tmp_path, "p.bin", b"p")
+
+    async def go() -> None:
+        a = await fac.save(f, kind="model")
+        assert fac.store.get(a.id).pinned is False
+        assert await fac.pin(a.id) is None
+        assert fac.store.get(a.id).pinned is True
+        await fac.pin(artifact_id=a.id, pinned=False)
+        assert fac.store.get(a.id).pinned is False
+        await fac.pin(a.id, True)
+        await fac.pin(a.id, True)  # idempotent
+        assert fac.store.get(a.id).pinned is True
+        assert [x.id for x in await fac.search() if x.pinned] == [a.id]
+        with pytest.raises(runstash.NotFoundError):
+            await fac.pin("no-such-artifact")
+        with pytest.raises(runstash.NotFoundError):
+            await fac.pin("no-such-artifact", pinned=False)
+        b = await fac.save(f, kind="model", pin=True)
+        assert b.pinned is True and fac.store.get(b.id).pinned is True
+        async with fac.writer(kind="blob", pin=True) as w:
+            w.write(b"pinned")
+        assert fac.last_artifact.pinned is True
+        assert fac.store.get(fac.last_artifact.id).pinned is True
+
+    run(go())
+
+
+@pytest.fixture
+def graph_of_facades(store: runstash.Store, tmp_path: Path) -> dict[str, object]:
+    """Facades on one store: a and b are two nodes of one graph in run-1, c another graph of
+    run-1, d the same graph/node names in run-2; a and d share a project."""
+    facs = {
+        "a": facade(store, "run-1", graph_id="g1", node_id="n1", project_id="p"),
+        "b": facade(store, "run-1", graph_id="g1", node_id="n2"),
+        "c": facade(store, "run-1", graph_id="g2", node_id="n1"),
+        "d": facade(store, "run-2", graph_id="g1", node_id="n1", project_id="p"),
+    }
+    f = src_file(tmp_path, "s.bin", b"s")
+    metric = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
+
+    async def go() -> dict[str, runstash.Artifact]:
+        return {
+            k: await fac.save(f, kind="model", labels={"who": k}, metrics={"acc": metric[k]})
+            for k, fac in facs.items()
+        }
+
+    arts = run(go())
+    return {"facs": facs, "arts": arts}
+
+
+def test_scope_boundaries(graph_of_facades: dict[str, object]) -> None:
+    facs: dict[str, ArtifactFacade] = graph_of_facades["facs"]  # type: ignore[assignment]
+    arts: dict[str, runstash.Artifact] = graph_of_facades["arts"]  # type: ignore[assignment]
+    expected = {
+        "a": {"node": "a", "graph": "ab", "run": "abc", "project": "ad", "all": "abcd"},
+        "b": {"node": "b", "graph": "ab", "run": "abc", "all": "abcd"},
+        "c": {"node": "c", "graph": "c", "run": "abc", "all": "abcd"},
+        "d": {"node": "d", "graph": "d", "run": "d", "project": "ad", "all": "abcd"},
+    }
+
+    def who(found: list[runstash.Artifact]) -> str:
+        return "".join(sorted(x.labels["who"] for x in found))
+
+    async def go() -> None:
+        for k, scopes in expected.items():
+            fac = facs[k]
+            for scope, want in scopes.items():
+                assert who(await fac.list(scope=scope)) == want, (k, scope, "list")
+                assert who(await fac.search(scope=scope)) == want, (k, scope, "search")
+                assert who(await fac.search(kind="model", scope=scope)) == want
+                best = await fac.best(kind="model", metric="acc", mode="max", scope=scope)
+                assert best.labels["who"] == max(want), (k, scope, "best")
+                worst = await fac.best(kind="model", metric="acc", mode="min", scope=scope)
+                assert worst.labels["who"] == min(want), (k, scope, "best min")
+            assert who(await fac.list()) == scopes["run"], "default scope is run"
+            assert who(await fac.search()) == scopes["run"]
+        assert (await facs["a"].best(kind="model", metric="acc", mode="max")).id == arts["c"].id
+        with pytest.raises(runstash.InvalidArgumentError):
+            await facs["a"].list(scope="session")
+
+    run(go())
+
+
+def test_keyword_spellings(graph_of_facades: dict[str, object]) -> None:
+    fac: ArtifactFacade = graph_of_facades["facs"]["a"]  # type: ignore[index]
+
+    async def go() -> None:
+        for scope in ("node", "graph", "run", "project", "all"):
+            want = ids(await fac.list(scope=scope))
+            assert ids(await fac.list(level=scope)) == want
+            assert ids(await fac.list(view=scope)) == want
+            assert ids(await fac.list(scope=scope, level=scope)) == want, "same value: fine"
+            assert ids(await fac.search(level=scope)) == ids(await fac.search(scope=scope))
+            for mode in ("max", "min"):
+                by_mode = await fac.best(kind="model", metric="acc", mode=mode, scope=scope)
+                by_new = await fac.best(kind="model", metric="acc", metric_mode=mode, level=scope)
+                assert by_mode.id == by_new.id
+                s_old = await fac.search(metric="acc", mode=mode, scope=scope)
+                s_new = await fac.search(metric="acc", metric_mode=mode, level=scope)
+                assert ids(s_old) == ids(s_new) and len(s_old) >= 1
+
+        conflicts = [
+            fac.list(scope="run", level="node"),
+            fac.list(scope="run", view="all"),
+            fac.search(scope="graph", level="run"),
+            fac.search(metric="acc", mode="max", metric_mode="min"),
+            fac.best(kind="model", metric="acc", mode="max", metric_mode="min"),
+            fac.best(kind="model", metric="acc", mode="max", scope="run", level="all"),
+        ]
+        for coro in conflicts:
+            with pytest.raises(runstash.InvalidArgumentError):
+                await coro
+
+    run(go())
+
+
+def test_search_merges_labels_scope_and_extra_scope_labels(
+    graph_of_facades: dict[str, object],
+) -> None:
+    facs: dict[str, ArtifactFacade] = graph_of_facades["facs"]  # type: ignore[assignment]
+    arts: dict[str, runstash.Artifact] = graph_of_facades["arts"]  # type: ignore[assignment]
+    a = facs["a"]
+
+    async def go() -> None:
+        assert ids(await a.search(labels={"who": "b"})) == [arts["b"].id]
+        assert await a.search(labels={"who": "d"}) == [], "d is in another run"
+        assert await a.search(labels={"who": "b"}, scope="node") == []
+        # the scope wins over a scope key in labels (as AetherGraph)
+        assert ids(await a.search(labels={"run_id": "run-2"}, scope="run")) == ids(
+            await a.search(scope="run")
+        )
+        # extra_scope_labels is merged last and reaches another run
+        got = await a.search(extra_scope_labels={"run_id": "run-2"})
+        assert ids(got) == [arts["d"].id]
+        got = await a.search(labels={"who": "d"}, extra_scope_labels={"run_id": "run-2"})
+        assert ids(got) == [arts["d"].id]
+        got = await a.search(extra_scope_labels={"node_id": "n2"}, scope="graph")
+        assert ids(got) == [arts["b"].id]
+        got = await a.search(
+            kind="model",
+            labels={"who": "b"},
+            metric="acc",
+            mode="max",
+            scope="graph",
+            extra_scope_labels={"node_id": "n2"},
+        )
+        assert ids(got) == [arts["b"].id]
+        assert await a.search(kind="table") == []
+
+    run(go())
+
+
+def test_label_filters_exact_and_typed(fac: ArtifactFacade, tmp_path: Path) -> None:
+    f = src_file(tmp_path, "l.bin", b"l")
+    values: list[object] = [1, "1", True, 1.5, "T1", "t1", "t_", "a%b"]
+
+    async def go() -> None:
+        by_value = {}
+        for i, v in enumerate(values):
+            by_value[i] = await fac.save(f, kind="x", labels={"v": v})  # type: ignore[dict-item]
+        for i, v in enumerate(values):
+            got = await fac.search(labels={"v": v})  # type: ignore[dict-item]
+            assert ids(got) == [by_value[i].id], f"label {v!r} must match only itself"
+            assert type(got[0].labels["v"]) is type(v)
+        assert await fac.search(labels={"v": "t%"}) == [], "no wildcards"
+        assert await fac.search(labels={"v": 2}) == []
+        assert await fac.search(labels={"v": "1", "missing": "x"}) == []
+        got = await fac.best(kind="x", metric="m", mode="max", filters={"v": "T1"})
+        assert got is None
+
+    run(go())
+
+
+def test_writer_exception_leaves_nothing(fac: ArtifactFacade, tmp_path: Path) -> None:
+    async def go() -> None:
+        first = await fac.save(src_file(tmp_path, "a.bin", b"a"), kind="x")
+        blobs_before = blob_files(fac.store.root)
+        count_before = fac.store.count()
+        with pytest.raises(RuntimeError, match="boom"):
+            async with fac.writer(kind="image", planned_ext=".png") as w:
+                w.write(os.urandom(1 << 20))  # more than the write buffer: bytes hit the disk
+                w.flush()
+                raise RuntimeError("boom")
+        assert fac.store.count() == count_before, "no new record"
+        assert staging_entries(fac.store.root) == [], "no staging file"
+        assert blob_files(fac.store.root) == blobs_before, "no new blob"
+        assert fac.last_artifact is first, "last_artifact unchanged"
+        assert ids(await fac.list(scope="all")) == [first.id]
+
+    run(go())
+
+
+def test_writer_is_a_real_file_and_commits(fac: ArtifactFacade) -> None:
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    async def go() -> None:
+        async with fac.writer(kind="array", planned_ext=".npy") as w:
+            np.save(w, arr)
+        a = fac.last_artifact
+        assert a is not None and a.kind == "array"
+        np.testing.assert_array_equal(await fac.load_artifact(a.uri), arr)
+        async with fac.writer(kind="table", planned_ext=".json") as w:
+            t = io.TextIOWrapper(w, encoding="utf-8")
+            json.dump({"k": [1, 2]}, t)
+            t.flush()
+            w.seek(0)
+            w.write(b"{")  # seeking and overwriting works
+        b = fac.last_artifact
+        assert await fac.load_artifact(b.uri) == {"k": [1, 2]}
+        async with fac.writer(kind="empty"):
+            pass
+        e = fac.last_artifact
+        assert e.size == 0 and await fac.load_artifact_bytes(e.uri) == b""
+        assert staging_entries(fac.store.root) == []
+        assert ids(await fac.list()) == [e.id, b.id, a.id], "newest first"
+
+    run(go())
+
+
+def test_last_artifact_set_by_every_write(fac: ArtifactFacade, tmp_path: Path) -> None:
+    async def go() -> None:
+        assert fac.last_artifact is None
+        a = await fac.save(src_file(tmp_path, "a.txt", b"a"), kind="text")
+        assert fac.last_artifact is a
+        staged = await fac.stage(".txt")
+        Path(staged).write_bytes(b"b")
+        b = await fac.ingest(staged, kind="text")
+        assert fac.last_artifact is b
+        async with fac.writer(kind="text", planned_ext=".txt") as w:
+            w.write(b"c")
+        c = fac.last_artifact
+        assert c is not None and c.id not in (a.id, b.id)
+        assert fac.store.read_bytes(c) == b"c"
+        d_dir = await fac.stage_dir()
+        Path(d_dir, "f").write_bytes(b"d")
+        d = await fac.ingest_dir(d_dir, kind="dir")
+        assert fac.last_artifact is d
+        e = await fac.save_file(src_file(tmp_path, "e.txt", b"e"), kind="text")
+        assert fac.last_artifact is e
+        staged = await fac.stage_path(".txt")
+        Path(staged).write_bytes(b"f")
+        f = await fac.ingest_file(staged, kind="text")
+        assert fac.last_artifact is f
+        # reads, queries and failures leave it alone
+        await fac.list()
+        await fac.best(kind="text", metric="m", mode="max")
+        with pytest.raises(runstash.RunstashError):
+            await fac.save(src_file(tmp_path, "g.txt", b"g"), kind="text", suggested_uri="../x")
+        with pytest.raises(FileNotFoundError):
+            await fac.save(tmp_path / "missing.txt", kind="text")
+        assert fac.last_artifact is f
+
+    run(go())
+
+
+def test_save_leaves_source_unless_cleanup(fac: ArtifactFacade, tmp_path: Path) -> None:
+    src = src_file(tmp_path, "keep.bin", b"keep me")
+    before = os.stat(src)
+
+    async def go() -> None:
+        a = await fac.save(src, kind="x")
+        assert src.read_bytes() == b"keep me"
+        after = os.stat(src)
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        assert os.stat(fac.store.path_of(a)).st_ino != before.st_ino, "the store has a copy"
+        b = await fac.save(src, kind="x", cleanup=True)
+        assert not src.exists()
+        assert fac.store.read_bytes(b) == b"keep me"
+
+    run(go())
+
+
+def test_identical_bytes_two_records_one_blob(fac: ArtifactFacade, tmp_path: Path) -> None:
+    src = src_file(tmp_path, "same.bin", b"identical content")
+    other = facade(fac.store, "run-2")
+
+    async def go() -> None:
+        a = await fac.save(src, kind="model", labels={"n": 1}, metrics={"acc": 0.5})
+        b = await other.save(src, kind="model", labels={"n": 2}, metrics={"acc": 0.9})
+        assert a.id != b.id and a.hash == b.hash and a.sha256 == b.sha256
+        assert fac.store.path_of(a) == fac.store.path_of(b)
+        assert len(blob_files(fac.store.root)) == 1
+        a2, b2 = fac.store.get(a.id), fac.store.get(b.id)
+        assert (a2.metrics, a2.labels["n"], a2.run_id) == ({"acc": 0.5}, 1, "run-1")
+        assert (b2.metrics, b2.labels["n"], b2.run_id) == ({"acc": 0.9}, 2, "run-2")
+        assert ids(await other.list()) == [b.id]
+        assert ids(await fac.list()) == [a.id]
+
+    run(go())
+
+
+class _Trap:
+    """Unpickling this creates a directory: proof that a loader unpickled."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.mkdir, (self.marker,))
+
+
+def _parquet_bytes() -> bytes:
+    buf = io.BytesIO()
+    pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}).write_parquet(buf)
+    return buf.getvalue()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _npz_bytes() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, x=np.arange(4), y=np.eye(2))
+    return buf.getvalue()
+
+
+def test_load_artifact_decodes_by_kind_and_extension(fac: ArtifactFacade, tmp_path: Path) -> None:
+    cases: list[tuple[str, str, bytes, object]] = [
+        ("r.json", "result", b'{"a": [1, 2], "b": null}', {"a": [1, 2], "b": None}),
+        ("notes.bin", "text", "h\u00e9llo".encode(), "h\u00e9llo"),
+        ("log.bin", "log", b"line\n", "line\n"),
+        ("readme.txt", "blob", b"plain", "plain"),
+        ("t.csv", "table", b"x,y\n1,2\n", "x,y\n1,2\n"),
+        ("w.bin", "model", b"\x00\x01binary", b"\x00\x01binary"),
+        ("noext", "blob", b'{"looks": "json"}', b'{"looks": "json"}'),
+        ("img.png", "image", b"\x89PNG fake", b"\x89PNG fake"),
+    ]
+
+    async def go() -> None:
+        for name, kind, data, want in cases:
+            a = await fac.save(src_file(tmp_path, name, data), kind=kind)
+            got = await fac.load_artifact(a.uri)
+            assert type(got) is type(want) and got == want, (name, kind, got)
+            assert await fac.load_artifact_bytes(a.uri) == data
+
+        a = await fac.save(src_file(tmp_path, "df.parquet", _parquet_bytes()), kind="table")
+        df = await fac.load_artifact(a.uri)
+        assert isinstance(df, pl.DataFrame)
+        assert df.equals(pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}))
+
+        arr = np.arange(6, dtype=np.int16).reshape(2, 3)
+        a = await fac.save(src_file(tmp_path, "a.npy", _npy_bytes(arr)), kind="array")
+        got = await fac.load_artifact(a.uri)
+        assert isinstance(got, np.ndarray) and got.dtype == np.int16
+        np.testing.assert_array_equal(got, arr)
+
+        a = await fac.save(src_file(tmp_path, "a.npz", _npz_bytes()), kind="arrays")
+        got = await fac.load_artifact(a.uri)
+        assert sorted(got) == ["x", "y"]
+        np.testing.assert_array_equal(got["x"], np.arange(4))
+        np.testing.assert_array_equal(got["y"], np.eye(2))
+
+    run(go())
+
+
+def test_load_artifact_never_unpickles(fac: ArtifactFacade, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    obj = np.array([_Trap(str(marker)), 1], dtype=object)
+
+    async def go() -> None:
+        a = await fac.save(src_file(tmp_path, "obj.npy", _npy_bytes(obj)), kind="array")
+        with pytest.raises(ValueError):
+            await fac.load_artifact(a.uri)  # decoded by extension
+        stranger = facade(fac.store, "run-1")
+        with pytest.raises(ValueError):
+            await stranger.load_artifact(a.uri)  # decoded by sniffing the npy magic
+        buf = io.BytesIO()
+        np.savez(buf, o=obj)
+        a = await fac.save(src_file(tmp_path, "obj.npz", buf.getvalue()), kind="arrays")
+        with pytest.raises(ValueError):
+            await fac.load_artifact(a.uri)
+
+    run(go())
+    assert not marker.exists(), "a loader unpickled"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: load_artifact picks its decoder from a per-facade in-memory cache keyed by "
+    "URI (ArtifactFacade._decoders); a facade that did not write the artifact (another node, "
+    "another process, after a restart) falls back to magic-number sniffing and returns raw "
+    "bytes for json/text and the manifest bytes for a directory artifact",
+)
+def test_load_artifact_decodes_from_another_facade(store: runstash.Store, tmp_path: Path) -> None:
+    writer = facade(store, "run-1", graph_id="g", node_id="producer")
+    reader = facade(store, "run-1", graph_id="g", node_id="consumer")
+
+    async def go() -> None:
+        j = await writer.save(src_file(tmp_path, "r.json", b'{"a": 1}'), kind="result")
+        t = await writer.save(src_file(tmp_path, "n.bin", b"hi"), kind="text")
+        d = await writer.stage_dir()
+        Path(d, "f.txt").write_bytes(b"f")
+        tree = await writer.ingest_dir(d, kind="report")
+        assert await reader.load_artifact(j.uri) == {"a": 1}
+        assert await reader.load_artifact(t.uri) == "hi"
+        assert Path(await reader.load_artifact(tree.uri)).is_dir()
+
+    run(go())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the URI names the blob, not the artifact, so two artifacts with identical "
+    "bytes share a URI and load_artifact decodes both the way the most recent write asked "
+    "(a .json artifact comes back as str after the same bytes were saved as .txt)",
+)
+def test_load_artifact_identical_bytes_different_extensions(
+    fac: ArtifactFacade, tmp_path: Path
+) -> None:
+    async def go() -> None:
+        j = await fac.save(src_file(tmp_path, "r.json", b'{"a": 1}'), kind="result")
+        await fac.save(src_file(tmp_path, "r.txt", b'{"a": 1}'), kind="note")
+        assert await fac.load_artifact(j.uri) == {"a": 1}
+
+    run(go())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (undocumented difference): a directory artifact's size/bytes is the size of "
+    "its manifest blob, while AetherGraph's ingest_dir sets bytes to the sum of the file sizes "
+    "(reference 3.4); not listed among facade.py's deliberate differences",
+)
+def test_ingest_dir_bytes_is_the_total_file_size(fac: ArtifactFacade) -> None:
+    art, _ = run(example_4_directory(StubContext(fac)))
+    assert art.bytes == sum(len(d) for d in REPORT_FILES.values())
+
+
+def test_ingest_dir_refuses_symlinks_out_of_the_tree(fac: ArtifactFacade, tmp_path: Path) -> None:
+    secret = src_file(tmp_path, "outside/secret.txt", b"secret")
+
+    async def go() -> None:
+        for make_link in (
+            lambda d: os.symlink(secret, Path(d, "leak.txt")),
+            lambda d: os.symlink(secret.parent, Path(d, "leakdir")),
+            lambda d: (Path(d, "sub").mkdir(), os.symlink("../../outside", Path(d, "sub", "up"))),
+        ):
+            d = await fac.stage_dir("_bad")
+            Path(d, "ok.txt").write_bytes(b"ok")
+            make_link(d)
+            with pytest.raises(runstash.InvalidArgumentError, match="symlink"):
+                await fac.ingest_dir(d, kind="report")
+            assert fac.store.count() == 0, "nothing recorded"
+            assert fac.last_artifact is None
+        # a link that stays inside the tree is fine
+        d = await fac.stage_dir()
+        Path(d, "real.txt").write_bytes(b"real")
+        os.symlink("real.txt", Path(d, "alias.txt"))
+        art = await fac.ingest_dir(d, kind="report")
+        files = json.loads(await fac.load_artifact_bytes(art.uri))["files"]
+        assert [e["path"] for e in files] == ["alias.txt", "real.txt"]
+        with pytest.raises(runstash.InvalidArgumentError):
+            await fac.ingest_dir(str(secret), kind="report")  # not a directory
+
+    run(go())
+
+
+def test_ingest_dir_of_an_outside_directory_keeps_it(fac: ArtifactFacade, tmp_path: Path) -> None:
+    src = tmp_path / "mine"
+    write_report_files(str(src))
+
+    async def go() -> None:
+        art = await fac.ingest_dir(str(src), kind="report")
+        assert src.is_dir(), "only staged directories are cleaned up"
+        root = Path(await fac.load_artifact(art.uri))
+        got = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+        assert got == set(REPORT_FILES)
+        empty = await fac.stage_dir()
+        e = await fac.ingest_dir(empty, kind="report")
+        assert json.loads(await fac.load_artifact_bytes(e.uri))["files"] == []
+        assert Path(await fac.load_artifact(e.uri)).is_dir()
+        with pytest.raises(TypeError):
+            await fac.ingest_dir(str(src), kind="report", no_such_option=1)
+
+    run(go())
+
+
+def test_foreign_uris_are_refused(fac: ArtifactFacade, tmp_path: Path) -> None:
+    other = facade(runstash.Store(tmp_path / "other", durability="os"), "run-1")
+    outside = src_file(tmp_path, "plain.txt", b"not an artifact")
+
+    async def go() -> None:
+        foreign = await other.save(src_file(tmp_path, "f.json", b"{}"), kind="json")
+        for uri in (foreign.uri, outside.as_uri(), "file:///etc/passwd", "s3://bucket/key"):
+            for load in (fac.load_artifact, fac.load_artifact_bytes):
+                with pytest.raises(runstash.RunstashError) as ei:
+                    await load(uri)
+                assert isinstance(ei.value, runstash.InvalidArgumentError | runstash.NotFoundError)
+        with pytest.raises(runstash.InvalidArgumentError, match="does not belong"):
+            await fac.load_artifact(foreign.uri)
+
+    run(go())
+
+
+def test_suggested_uri(fac: ArtifactFacade, tmp_path: Path) -> None:
+    src = src_file(tmp_path, "s.png", b"png")
+
+    async def go() -> None:
+        for bad in ("../x.png", "a/../../x.png", "/abs/x.png", "file:///abs/x.png", "..", "a/.."):
+            with pytest.raises(runstash.InvalidArgumentError):
+                await fac.save(src, kind="image", suggested_uri=bad)
+            staged = await fac.stage(".png")
+            with pytest.raises(runstash.InvalidArgumentError):
+                await fac.ingest(staged, kind="image", suggested_uri=bad)
+            assert Path(staged).exists(), "a refused ingest leaves the staged file"
+            os.unlink(staged)
+            d = await fac.stage_dir()
+            with pytest.raises(runstash.InvalidArgumentError):
+                await fac.ingest_dir(d, kind="report", suggested_uri=bad)
+            os.rmdir(d)
+        assert fac.store.count() == 0
+        a = await fac.save(src, kind="image", suggested_uri="plots/epoch1.png")
+        assert a.labels["filename"] == "epoch1.png"
+        assert src.exists()
+
+    run(go())
+
+
+def test_staging_paths_and_aliases(fac: ArtifactFacade) -> None:
+    staging = Path(fac.store.root, "staging")
+
+    async def go() -> None:
+        paths = [
+            await fac.stage(".png"),
+            await fac.stage(),
+            await fac.tmp_path(".csv"),
+            await fac.stage_path(".npy"),
+        ]
+        for p in paths:
+            assert Path(p).parent == staging and Path(p).is_file()
+            assert Path(p).stat().st_size == 0
+        assert paths[0].endswith(".png") and paths[2].endswith(".csv")
+        assert len(set(paths)) == len(paths)
+        d = await fac.stage_dir("_report")
+        assert Path(d).parent == staging and Path(d).is_dir() and d.endswith("_report")
+        assert list(Path(d).iterdir()) == []
+
+    run(go())
+
+
+def test_bad_arguments(fac: ArtifactFacade, tmp_path: Path) -> None:
+    src = src_file(tmp_path, "b.bin", b"b")
+
+    async def go() -> None:
+        with pytest.raises(FileNotFoundError):
+            await fac.save(tmp_path / "missing.bin", kind="x")
+        with pytest.raises(runstash.InvalidArgumentError):
+            await fac.save(src, kind="")
+        with pytest.raises(runstash.InvalidArgumentError):
+            await fac.save(src, kind="x", metrics={"m": float("nan")})
+        with pytest.raises(runstash.InvalidArgumentError):
+            await fac.pin(123)  # type: ignore[arg-type]
+        assert fac.store.count() == 0
+
+    run(go())
+    with pytest.raises(runstash.InvalidArgumentError):
+        ArtifactFacade(fac.store, run_id="")
+
+
+def test_list_order_and_limit(fac: ArtifactFacade, tmp_path: Path) -> None:
+    src = src_file(tmp_path, "o.bin", b"o")
+
+    async def go() -> None:
+        made = [await fac.save(src, kind="x", metrics={"i": float(i)}) for i in range(5)]
+        newest_first = list(reversed(ids(made)))
+        assert ids(await fac.list()) == newest_first
+        assert ids(await fac.list(limit=2)) == newest_first[:2]
+        assert ids(await fac.search(kind="x", limit=3)) == newest_first[:3]
+        top = await fac.search(kind="x", metric="i", mode="max", limit=2)
+        assert ids(top) == newest_first[:2]
+
+    run(go())
+
+
+def test_index_calls_make_no_thread_hop(fac: ArtifactFacade, tmp_path: Path) -> None:
+    src = src_file(tmp_path, "h.bin", b"h")
+
+    async def go() -> None:
+        ex = CountingExecutor()
+        asyncio.get_running_loop().set_default_executor(ex)
+        a = await fac.save(src, kind="model", metrics={"acc": 1.0})
+        assert ex.submitted >= 1, "file work runs in the executor"
+        ex.submitted = 0
+        await fac.list()
+        await fac.list(scope="all")
+        await fac.search(kind="model", labels={"x": 1}, scope="graph")
+        await fac.search(metric="acc", mode="max")
+        await fac.best(kind="model", metric="acc", mode="max")
+        await fac.pin(a.id)
+        await fac.pin(a.id, False)
+        assert ex.submitted == 0
+
+    run(go())
+
+
+# --------------------------------------------------------------------------------------------
+# 3. the event loop never stalls
+# --------------------------------------------------------------------------------------------
+
+GIB = 1 << 30
+CHUNK = 64 << 20
+
+
+def _steal_ms() -> float:
+    """CPU time the hypervisor took from this machine's vCPUs (Linux /proc/stat), in ms."""
+    try:
+        with open("/proc/stat") as f:
+            return int(f.readline().split()[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _run_delay_ms() -> float:
+    """How long this thread has waited on a CPU run queue (Linux schedstat), in ms."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+@pytest.mark.slow
+def test_1gib_save_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+    store = runstash.Store(tmp_path / "store")  # the default durability: fsync
+    fac = ArtifactFacade(store, run_id="big")
+    big = tmp_path / "big.bin"
+    chunk = os.urandom(CHUNK)
+    with open(big, "wb") as f:
+        for _ in range(GIB // CHUNK):
+            f.write(chunk)
+        # Flush the setup's own gigabyte before measuring: its background writeback would
+        # otherwise compete with the save for the (virtual) disk inside the measured window.
+        os.fsync(f.fileno())
+    del chunk
+
+    # per tick: (seconds since start, gap, of which waiting for a CPU, vCPU steal in the gap)
+    ticks: list[tuple[float, float, float, float]] = []
+    done = asyncio.Event()
+
+    async def ticker(t0: float) -> None:
+        last, last_delay, last_steal = time.perf_counter(), _run_delay_ms(), _steal_ms()
+        while not done.is_set():
+            await asyncio.sleep(0.005)  # the tick being measured, not a wait for state
+            now, delay, steal = time.perf_counter(), _run_delay_ms(), _steal_ms()
+            ticks.append((now - t0, now - last, (delay - last_delay) / 1000, steal - last_steal))
+            last, last_delay, last_steal = now, delay, steal
+
+    async def go() -> tuple[runstash.Artifact, float]:
+        t0 = time.perf_counter()
+        t = asyncio.create_task(ticker(t0))
+        await asyncio.sleep(0)  # let the ticker take its first timestamp
+        try:
+            art = await fac.save(big, kind="model", metrics={"acc": 0.5})
+            best = await fac.best(kind="model", metric="acc", mode="max")
+            assert best is not None and best.id == art.id
+        finally:
+            elapsed = time.perf_counter() - t0
+            done.set()
+            await t
+        return art, elapsed
+
+    art, elapsed = run(go())
+    assert art.size == GIB
+    assert art.hash == runstash.hash_file(big)
+    assert big.stat().st_size == GIB, "the source stays"
+    assert len(ticks) >= 5, f"the save took {elapsed:.3f}s: too short to measure anything"
+    stalls = [t for t in ticks if t[1] >= 0.020]
+    worst = max(ticks, key=lambda t: t[1])
+    assert not stalls, (
+        f"event loop stalled {worst[1] * 1000:.1f} ms during a {elapsed:.2f} s save "
+        f"({len(ticks)} ticks); stalls as (at s, gap ms, of which this thread waited for a CPU "
+        "ms, vCPU time stolen by the hypervisor meanwhile ms): "
+        + ", ".join(f"({a:.2f}, {g * 1e3:.1f}, {w * 1e3:.1f}, {st:.0f})" for a, g, w, st in stalls)
+    )
