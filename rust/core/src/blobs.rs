@@ -10,12 +10,13 @@
 //!   path inside `staging/`.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{
-    AtomicFile, Durability, create_exclusive, fsync_dir, rename_noreplace, unique_token,
+    AtomicFile, Durability, create_exclusive, create_unnamed, fsync_dir, link_unnamed_noreplace,
+    rename_noreplace, unique_token,
 };
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::hash::{Digest, HashAlgo, hash_bytes, hash_open_file};
@@ -131,18 +132,45 @@ impl BlobStore {
         }
     }
 
-    /// Stores a buffer. The hash is computed first, so content that is already stored costs one
-    /// `stat` and no write.
+    /// Stores a buffer.
+    ///
+    /// In `"os"` durability the bytes go to an unnamed temp file (`O_TMPFILE` in `staging/`)
+    /// that is linked at the blob path; `linkat` never replaces, so a blob that already exists is
+    /// left alone and the unnamed file simply vanishes on close. No existence `stat` first: it
+    /// would cost every new blob ~4 us to save a duplicate ~25 us.
+    ///
+    /// In `"fsync"` durability a named temp is fsynced, renamed with `RENAME_NOREPLACE` and the
+    /// directory fsynced; there the existence `stat` is kept, as it saves a duplicate two fsyncs.
     pub fn put_bytes(&self, data: &[u8]) -> Result<BlobInfo> {
         let digest = hash_bytes(self.algo, data);
         let size = data.len() as u64;
-        if self.path_of(&digest).exists() {
+        if self.durability == Durability::Os {
+            if let Some(created) = self.put_unnamed(data, &digest)? {
+                return Ok(self.info(digest, size, created));
+            }
+        } else if self.path_of(&digest).exists() {
             return Ok(self.info(digest, size, false));
         }
         let mut f = AtomicFile::create_in(&self.staging, self.durability, None, 0o444, "")?;
         f.write_all(data)?;
         let created = self.publish(&mut f, &digest)?;
         Ok(self.info(digest, size, created))
+    }
+
+    /// The `O_TMPFILE` + `linkat` path of `put_bytes`; `Ok(None)` when this system cannot do it.
+    fn put_unnamed(&self, data: &[u8], digest: &Digest) -> Result<Option<bool>> {
+        let Some(mut file) = create_unnamed(&self.staging, 0o444)? else {
+            return Ok(None);
+        };
+        file.write_all(data).ctx("write", &self.staging)?;
+        let dest = self.path_of(digest);
+        match link_unnamed_noreplace(&file, &dest) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.make_fanout(&dest)?;
+                link_unnamed_noreplace(&file, &dest)
+            }
+            r => r,
+        }
     }
 
     /// A streaming writer whose bytes become a blob on `commit`. `ext` only names the temp file.
