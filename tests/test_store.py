@@ -242,3 +242,9 @@ def test_write_atomic_replaces(tmp_path: Path) -> None:
     runstash.write_atomic(p, b"two", durability="os")
     assert p.read_bytes() == b"two"
     assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_write_atomic_bare_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runstash.write_atomic("state.json", b"{}", durability="fsync")
+    assert (tmp_path / "state.json").read_bytes() == b"{}"

@@ -24,7 +24,10 @@ Deliberate differences from AetherGraph 0.1.0a15, each a fix:
 - ``ingest_dir`` keeps every file's bytes (AetherGraph's default deletes them and keeps only
   the manifest) and ``load_artifact`` of a directory returns a real, read-only directory path.
 - ``load_artifact`` decodes by kind and extension (json, text, parquet, npy/npz); it never
-  unpickles.
+  unpickles. A URI names the bytes, not the record: artifacts with identical bytes share one
+  URI, and it decodes the way the most recent of them asked.
+- A directory artifact's ``size`` / ``bytes`` is its manifest's size (the artifact's own
+  bytes); the manifest lists every file's size (AetherGraph reports the files' total).
 """
 
 from __future__ import annotations
@@ -347,10 +350,23 @@ class ArtifactFacade:
         """An artifact decoded by kind / extension: json -> object, text -> str, parquet ->
         polars DataFrame, npy/npz -> numpy, a directory -> its read-only path, else bytes."""
         how = self._decoders.get(uri)
+        if how is None:
+            how = await self._run(self._decoder_from_index, uri)
         if how == "tree":
             return await self._run(self._materialize_tree, uri)
         data = await self.load_artifact_bytes(uri)
         return loaders.decode(data, how or loaders.sniff(data))
+
+    def _decoder_from_index(self, uri: str) -> str | None:
+        """How to decode bytes this facade did not write: from the newest record naming them
+        (this run's records first, then the whole store; a scan, so it is the slow path)."""
+        hexd = "".join(Path(self.store.path_of(uri)).parts[-2:])
+        digest = f"{self.store.hash_algo}:{hexd}"
+        for candidates in (lambda: self.store.list(run_id=self.run_id), self.store.list):
+            hits = [a for a in candidates() if a.hash == digest]
+            if hits:
+                return self._decoders.get(self._remember(hits[-1]).uri)
+        return None
 
     def _materialize_tree(self, uri: str) -> str:
         manifest = json.loads(self.store.read_bytes(uri))

@@ -300,7 +300,9 @@ impl AtomicFile {
 
     fn sync_parent(&self, dest: &Path) -> Result<()> {
         if self.durability == Durability::Fsync {
-            fsync_dir(dest.parent().unwrap_or(Path::new(".")))?;
+            // A bare file name has an empty parent: its directory is the working directory.
+            let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+            fsync_dir(parent.unwrap_or(Path::new(".")))?;
         }
         Ok(())
     }
