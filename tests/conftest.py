@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +43,27 @@ def spawn_python(code: str, *args: str, **kw: object) -> subprocess.Popen[bytes]
         env=env,
         **kw,  # type: ignore[arg-type]
     )
+
+
+#: strace, when installed (.ci/run installs it): the durability tests observe syscalls with it.
+STRACE = shutil.which("strace")
+_CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\((.*)\)\s+=\s+(-?\d+)")
+
+
+def traced_region(trace: Path) -> list[tuple[str, str]]:
+    """Successful syscalls (name, args) of an ``strace -f -y -o trace`` output, taken between
+    the child's writes of ``@@BEGIN@@`` and ``@@END@@`` (the writes themselves excluded)."""
+    calls: list[tuple[str, str]] = []
+    active = False
+    for line in trace.read_text().splitlines():
+        m = _CALL.match(line)
+        if not m:
+            continue
+        name, args = m.group(1), m.group(2)
+        if name == "write" and "@@BEGIN@@" in args:
+            active = True
+        elif name == "write" and "@@END@@" in args:
+            active = False
+        elif active and name != "write" and m.group(3) == "0":
+            calls.append((name, args))  # successful calls only (a first rename may hit ENOENT)
+    return calls

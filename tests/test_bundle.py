@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from runstash.bundle import (
     write_parquet_atomic,
     write_text_atomic,
 )
+from tests.conftest import STRACE, traced_region
 
 STAT_KEYS = {"path", "bytes", "created_at"}
 TEXT_KEYS = STAT_KEYS | {"wrote_text"}
@@ -377,8 +377,6 @@ def test_publish_failure_leaves_no_temp(tmp_path: Path) -> None:
     assert temps(tmp_path) == []
 
 
-STRACE = shutil.which("strace")
-CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\((.*)\)\s+=\s+(-?\d+)")
 WRITES = r"""
 import os, sys
 import polars as pl
@@ -407,19 +405,7 @@ def test_fsync_file_before_rename_and_directory_after(tmp_path: Path) -> None:
     ]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, cwd=cwd)
     assert res.returncode == 0, res.stderr.decode()
-    calls: list[tuple[str, str]] = []
-    active = False
-    for line in trace.read_text().splitlines():
-        m = CALL.match(line)
-        if not m:
-            continue
-        name, args = m.group(1), m.group(2)
-        if name == "write" and "@@BEGIN@@" in args:
-            active = True
-        elif name == "write" and "@@END@@" in args:
-            active = False
-        elif active and name != "write" and m.group(3) == "0":
-            calls.append((name, args))
+    calls = traced_region(trace)
     renames = [i for i, (n, _) in enumerate(calls) if n.startswith("rename")]
     assert len(renames) == 4, calls  # one publish per write, text included
     published = set()

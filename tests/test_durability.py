@@ -7,14 +7,14 @@ directory that received it is fsynced after; in "os" durability nothing is fsync
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-STRACE = shutil.which("strace")
+from tests.conftest import STRACE, traced_region
+
 pytestmark = pytest.mark.skipif(
     STRACE is None, reason="strace is not installed (.ci/run installs it)"
 )
@@ -34,8 +34,6 @@ s.ingest(p)
 os.write(2, b"@@END@@")
 """
 
-CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\((.*)\)\s+=\s+(-?\d+)")
-
 
 def traced_calls(tmp_path: Path, durability: str) -> list[tuple[str, str]]:
     src = tmp_path / "src.bin"
@@ -49,19 +47,7 @@ def traced_calls(tmp_path: Path, durability: str) -> list[tuple[str, str]]:
     ]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True)
     assert res.returncode == 0, res.stderr.decode()
-    calls: list[tuple[str, str]] = []
-    active = False
-    for line in out.read_text().splitlines():
-        m = CALL.match(line)
-        if not m:
-            continue
-        name, args = m.group(1), m.group(2)
-        if name == "write" and "@@BEGIN@@" in args:
-            active = True
-        elif name == "write" and "@@END@@" in args:
-            active = False
-        elif active and name != "write" and m.group(3) == "0":
-            calls.append((name, args))  # successful calls only (a first rename may hit ENOENT)
+    calls = traced_region(out)
     return calls
 
 

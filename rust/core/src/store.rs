@@ -135,15 +135,21 @@ impl Store {
             .unwrap_or_default();
         let created_us = now.as_micros() as i64;
         let ms = now.as_millis() as u64;
-        let mut recs = Vec::with_capacity(metas.len());
+        let mut ops = Vec::with_capacity(metas.len());
         for m in metas {
             let r = m.to_record(ArtifactId::generate(ms), created_us, digest, size);
             validate_new(&r)?;
-            recs.push(r);
+            ops.push(Op::Put(Box::new(r)));
         }
-        let ops: Vec<Op> = recs.iter().map(|r| Op::Put(Box::new(r.clone()))).collect();
         self.index.append(&ops, |_| Ok(()))?;
-        Ok(recs)
+        // The ops hold the records: hand them back without a copy.
+        Ok(ops
+            .into_iter()
+            .filter_map(|op| match op {
+                Op::Put(r) => Some(*r),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Sets or clears an artifact's pin; returns the updated record.
