@@ -27,8 +27,10 @@ def test_put_read_dedup(store: runstash.Store) -> None:
     assert store.read_bytes(a) == b"hello"
     assert store.read_bytes(a.hash) == b"hello"
     assert store.read_bytes(a.uri) == b"hello"
-    assert len(blob_files(store.root)) == 1
+    assert blob_files(store.root) == [], "small payloads are packed into the index log"
     assert a.uri.startswith("file://") and a.uri.endswith(a.hash.split(":")[1][2:])
+    assert store.path_of(a) == store.path_of(b.uri)
+    assert len(blob_files(store.root)) == 1, "path_of gave the packed blob its one file"
     mode = os.stat(store.path_of(a)).st_mode
     assert mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0, "blobs are read-only"
     with store.open(a) as f:
@@ -167,7 +169,8 @@ def test_empty_writer_stores_empty_blob(store: runstash.Store) -> None:
     assert w.artifact.hash == runstash.hash_bytes(b"")
 
 
-def test_read_missing_and_corrupt(store: runstash.Store) -> None:
+def test_read_missing_and_corrupt(tmp_path: Path) -> None:
+    store = runstash.Store(tmp_path / "files", durability="os", pack_max=0)
     missing = runstash.hash_bytes(b"never stored")
     with pytest.raises(runstash.NotFoundError):
         store.read_bytes(missing)
@@ -185,6 +188,40 @@ def test_read_missing_and_corrupt(store: runstash.Store) -> None:
     report = store.verify()
     assert isinstance(report, runstash.VerifyReport)
     assert report.checked == 1 and report.corrupt == [store.path_of(b)] and not report.ok
+
+
+def test_packed_blob_corruption_is_caught(store: runstash.Store) -> None:
+    """A flipped byte in packed bytes inside the index log: unchecked reads return what is
+    there, checked reads and verify() report it, and reopening refuses the damaged log
+    rather than cutting good records after it."""
+    a = store.put_bytes(b"packed precious bytes")
+    after = store.put_bytes(b"a later record")
+    (seg,) = sorted(Path(store.root, "index").glob("log-*"))
+    data = bytearray(seg.read_bytes())
+    at = data.find(b"packed precious bytes")
+    assert at > 0 and data.find(b"packed precious bytes", at + 1) < 0
+    data[at] ^= 0x20
+    seg.write_bytes(bytes(data))
+    assert store.read_bytes(a) == b"Packed precious bytes"
+    with pytest.raises(runstash.CorruptError):
+        store.read_bytes(a, verify=True)
+    assert store.verify(a) is False and store.verify(after) is True
+    report = store.verify()
+    assert report.checked == 2 and len(report.corrupt) == 1 and not report.ok
+    assert "log-" in report.corrupt[0]
+    store.close()
+    with pytest.raises(runstash.CorruptError, match="damaged"):
+        runstash.Store(store.root, durability="os")
+
+
+def test_pack_max(tmp_path: Path) -> None:
+    s = runstash.Store(tmp_path / "s", durability="os", pack_max=10)
+    assert s.pack_max == 10
+    small, big = s.put_bytes(b"0123456789"), s.put_bytes(b"0123456789A")
+    assert blob_files(s.root) == [Path(s.path_of(big))]
+    assert s.read_bytes(small) == b"0123456789" and s.exists(small)
+    with pytest.raises(runstash.InvalidArgumentError, match="pack_max"):
+        runstash.Store(tmp_path / "t", pack_max=1 << 30)
 
 
 def test_bad_input_errors(store: runstash.Store, tmp_path: Path) -> None:

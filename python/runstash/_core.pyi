@@ -91,10 +91,16 @@ class CoreWriter:
 
 class CoreStore:
     def __init__(
-        self, root: str | PathLike[str], hash: str | None = None, durability: str = "fsync"
+        self,
+        root: str | PathLike[str],
+        hash: str | None = None,
+        durability: str = "fsync",
+        pack_max: int = 65536,
     ) -> None: ...
     @property
     def root(self) -> str: ...
+    @property
+    def pack_max(self) -> int: ...
     @property
     def hash_algo(self) -> str: ...
     @property

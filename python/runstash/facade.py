@@ -360,7 +360,7 @@ class ArtifactFacade:
     def _decoder_from_index(self, uri: str) -> str | None:
         """How to decode bytes this facade did not write: from the newest record naming them
         (this run's records first, then the whole store; a scan, so it is the slow path)."""
-        hexd = "".join(Path(self.store.path_of(uri)).parts[-2:])
+        hexd = "".join(self.store._core.uri_of(uri).rsplit("/", 2)[-2:])
         digest = f"{self.store.hash_algo}:{hexd}"
         for candidates in (lambda: self.store.list(run_id=self.run_id), self.store.list):
             hits = [a for a in candidates() if a.hash == digest]

@@ -183,6 +183,13 @@ class Store:
     ``"sha256"``); for an existing store it must match or be ``None``. ``durability`` is
     ``"fsync"`` (an acknowledged write survives a power cut) or ``"os"`` (atomic and safe
     against process crashes, but not fsynced).
+
+    ``pack_max`` (bytes, default 64 KiB; 0 turns packing off): payloads up to this size are
+    packed into the index log instead of getting a blob file each. The bytes and their record
+    reach disk in one append (one shared ``fdatasync`` in ``"fsync"`` mode), which is what
+    makes small writes cheap. Reads, ``verify`` and queries do not care how a blob is kept;
+    :meth:`path_of` and :meth:`open` give a packed blob its file under ``blobs/`` on first
+    use. ``ingest`` (a rename) and ``save_blob`` never pack.
     """
 
     def __init__(
@@ -191,11 +198,13 @@ class Store:
         *,
         hash: str | None = None,
         durability: str = "fsync",
+        pack_max: int = 64 * 1024,
     ) -> None:
-        self._core = _core.CoreStore(root, hash, durability)
+        self._core = _core.CoreStore(root, hash, durability, pack_max)
         self._root = self._core.root
         self._hash_algo = self._core.hash_algo
         self._durability = self._core.durability
+        self._pack_max = self._core.pack_max
 
     def __repr__(self) -> str:
         return f"Store({self.root!r}, hash={self.hash_algo!r}, durability={self.durability!r})"
@@ -214,6 +223,11 @@ class Store:
     def durability(self) -> str:
         """``"fsync"`` or ``"os"``."""
         return self._durability
+
+    @property
+    def pack_max(self) -> int:
+        """Payloads up to this many bytes are packed into the index log (0: never)."""
+        return self._pack_max
 
     # -- writes ---------------------------------------------------------------------------
     #
@@ -532,7 +546,8 @@ class Store:
         return self._core.read_bytes(_ref(ref), verify)
 
     def open(self, ref: BlobRef) -> BinaryIO:
-        """Open a blob for reading (blobs are immutable; the file is read-only)."""
+        """Open a blob for reading (blobs are immutable; the file is read-only). A packed
+        blob gets its file first (see :meth:`path_of`)."""
         path = self._core.path_of(_ref(ref))
         try:
             return open(path, "rb")  # noqa: SIM115 - the caller owns the file object
@@ -541,7 +556,10 @@ class Store:
             raise
 
     def path_of(self, ref: BlobRef) -> str:
-        """The path a blob has (or would have) in the store."""
+        """The path of a stored blob's file. A blob packed into the index log (see ``pack_max``)
+        is written to its file under ``blobs/`` on first request, atomically and with the
+        store's durability; later calls return the same path. Raises
+        :class:`~runstash.errors.NotFoundError` when the blob is not stored."""
         return self._core.path_of(_ref(ref))
 
     def exists(self, ref: BlobRef) -> bool:

@@ -452,6 +452,20 @@ impl BlobWriter {
         self.file.size()
     }
 
+    /// When at most `max` bytes were written: their digest and the bytes themselves, read
+    /// back from the temp file (which goes when the writer is dropped). `None` otherwise.
+    pub fn take_small(&mut self, max: u64) -> Result<Option<(Digest, Vec<u8>)>> {
+        let size = self.file.size();
+        if size > max {
+            return Ok(None);
+        }
+        let (digest, _) = self.file.digest()?;
+        let mut data = vec![0u8; size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(self.file.file(), &mut data, 0)
+            .ctx("read", self.file.temp_path())?;
+        Ok(Some((digest, data)))
+    }
+
     /// Hashes (streamed, or re-read after seeks) and publishes the blob.
     pub fn commit(mut self) -> Result<BlobInfo> {
         let (digest, size) = self.file.digest()?;

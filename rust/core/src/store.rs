@@ -5,6 +5,7 @@
 //! A root that is a file, or a non-empty directory that is not a store, is refused rather than
 //! written into.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{AtomicFile, Durability, clean_stale_temps};
 use crate::blobs::BlobStore;
-use crate::error::{Error, IoContext, Result};
-use crate::hash::{Digest, HashAlgo};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::hash::{Digest, HashAlgo, hash_bytes};
 use crate::index::{ArtifactId, Op, OwnedRecord, RecordMeta, SharedIndex, validate_new};
 
 /// The on-disk format this code writes and the newest it can read.
@@ -35,13 +36,22 @@ pub struct OpenOptions {
     /// The algorithm for a new store; for an existing one, `Some` must match what it uses.
     pub hash: Option<HashAlgo>,
     pub durability: Durability,
+    /// Payloads up to this many bytes are packed into the index log instead of getting a blob
+    /// file of their own (0: never). See [`Store::put_bytes`].
+    pub pack_max: u64,
 }
+
+/// Default of [`OpenOptions::pack_max`]: 64 KiB.
+pub const DEFAULT_PACK_MAX: u64 = 64 << 10;
+/// Largest accepted [`OpenOptions::pack_max`]: packed bytes travel in one log frame.
+pub const PACK_MAX_LIMIT: u64 = 16 << 20;
 
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             hash: None,
             durability: Durability::Fsync,
+            pack_max: DEFAULT_PACK_MAX,
         }
     }
 }
@@ -62,12 +72,19 @@ pub struct Store {
     index: Arc<SharedIndex>,
     /// `file://` URI of `blobs/`, ending in `/`: a blob's URI is this plus its relative path.
     blob_uri_prefix: Arc<str>,
+    pack_max: u64,
 }
 
 impl Store {
     pub fn open(root: &Path, opts: OpenOptions) -> Result<Store> {
         if root.as_os_str().is_empty() {
             return Err(Error::invalid("store root must not be empty"));
+        }
+        if opts.pack_max > PACK_MAX_LIMIT {
+            return Err(Error::invalid(format!(
+                "pack_max must be at most {PACK_MAX_LIMIT} bytes, not {}",
+                opts.pack_max
+            )));
         }
         match std::fs::metadata(root) {
             Ok(m) if !m.is_dir() => {
@@ -105,7 +122,12 @@ impl Store {
             blobs,
             index,
             blob_uri_prefix,
+            pack_max: opts.pack_max,
         })
+    }
+
+    pub fn pack_max(&self) -> u64 {
+        self.pack_max
     }
 
     pub fn index(&self) -> &SharedIndex {
@@ -122,14 +144,8 @@ impl Store {
         validate_new(&probe)
     }
 
-    /// Records artifacts for a stored blob, one record per entry of `metas`, in one append.
-    /// The blob must already be in the store (invariant 2: blob first, record second).
-    pub fn record(
-        &self,
-        digest: Digest,
-        size: u64,
-        metas: &[RecordMeta],
-    ) -> Result<Vec<OwnedRecord>> {
+    /// One new record per entry of `metas`, all naming `digest`.
+    fn new_ops(&self, digest: Digest, size: u64, metas: &[RecordMeta]) -> Result<Vec<Op>> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -141,15 +157,200 @@ impl Store {
             validate_new(&r)?;
             ops.push(Op::Put(Box::new(r)));
         }
-        self.index.append(&ops, |_| Ok(()))?;
-        // The ops hold the records: hand them back without a copy.
-        Ok(ops
-            .into_iter()
-            .filter_map(|op| match op {
-                Op::Put(r) => Some(*r),
-                _ => None,
-            })
-            .collect())
+        Ok(ops)
+    }
+
+    /// Records artifacts for a stored blob, one record per entry of `metas`, in one append.
+    ///
+    /// Invariant 2 (blob first, record second) is checked under the index lock: if the blob is
+    /// neither packed nor on disk (a garbage collection removed it after it was published and
+    /// before this record), nothing is appended and the error is `NotFound`.
+    pub fn record(
+        &self,
+        digest: Digest,
+        size: u64,
+        metas: &[RecordMeta],
+    ) -> Result<Vec<OwnedRecord>> {
+        let ops = self.new_ops(digest, size, metas)?;
+        let path = self.blobs.path_of(&digest);
+        self.index.append(&ops, |m| {
+            if m.packed(&digest).is_some() || path.is_file() {
+                Ok(())
+            } else {
+                Err(Error::not_found(format!(
+                    "blob {digest} is not in the store (removed by a concurrent gc?)"
+                ))
+                .with_path(&path))
+            }
+        })?;
+        Ok(into_records(ops))
+    }
+
+    /// Stores bytes and records them, one record per entry of `metas`.
+    ///
+    /// Payloads up to `pack_max` bytes are packed into the index log: bytes and records go to
+    /// disk in one append (and, in `"fsync"` durability, one `fdatasync` shared with concurrent
+    /// writers), with no file or directory entry of their own. A packed blob gets its file
+    /// under `blobs/` only when a caller asks for a path ([`Store::blob_path`]). Larger
+    /// payloads become blob files first, then records.
+    pub fn put_bytes(&self, data: &[u8], metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
+        if (data.len() as u64) <= self.pack_max {
+            let digest = hash_bytes(self.blobs.algo(), data);
+            return self.put_packed(digest, data, metas);
+        }
+        self.retry_if_collected(|| self.blobs.put_bytes(data), metas)
+    }
+
+    fn put_packed(
+        &self,
+        digest: Digest,
+        data: &[u8],
+        metas: &[RecordMeta],
+    ) -> Result<Vec<OwnedRecord>> {
+        let ops = self.new_ops(digest, data.len() as u64, metas)?;
+        self.index
+            .append_packed(Some((&digest, data)), &ops, |_| Ok(()))?;
+        Ok(into_records(ops))
+    }
+
+    /// Publishes a blob file with `publish` and records it; if a concurrent gc removed the
+    /// blob in between (see [`Store::record`]), publishes it again (a few times at most).
+    fn retry_if_collected(
+        &self,
+        publish: impl Fn() -> Result<crate::blobs::BlobInfo>,
+        metas: &[RecordMeta],
+    ) -> Result<Vec<OwnedRecord>> {
+        let mut tries = 0;
+        loop {
+            let info = publish()?;
+            match self.record(info.digest, info.size, metas) {
+                Err(e) if e.kind() == ErrorKind::NotFound && tries < 3 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// Stores a copy of the file at `src` (left untouched) and records it. Files up to
+    /// `pack_max` bytes are packed as in [`Store::put_bytes`].
+    pub fn save(&self, src: &Path, metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
+        if let Some(data) = self.read_if_small(src)? {
+            return self.put_bytes(&data, metas);
+        }
+        self.retry_if_collected(|| self.blobs.save(src), metas)
+    }
+
+    /// The contents of `src` when it is a regular file of at most `pack_max` bytes.
+    fn read_if_small(&self, src: &Path) -> Result<Option<Vec<u8>>> {
+        if self.pack_max == 0 {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(src).ctx("open", src)?;
+        let meta = file.metadata().ctx("stat", src)?;
+        if !meta.is_file() || meta.len() > self.pack_max {
+            return Ok(None);
+        }
+        let mut buf = Vec::with_capacity(meta.len() as usize + 1);
+        (&file).read_to_end(&mut buf).ctx("read", src)?;
+        Ok(Some(buf))
+    }
+
+    /// Stores a staged file and records it. A file in `staging/` is moved into `blobs/` with a
+    /// rename (no copy, whatever its size), so it is never packed.
+    pub fn ingest(&self, staged: &Path, metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
+        let info = self.blobs.ingest(staged)?;
+        self.record(info.digest, info.size, metas)
+    }
+
+    /// Commits a streaming writer and records its blob; at most `pack_max` bytes are packed.
+    pub fn commit_writer(
+        &self,
+        mut w: crate::blobs::BlobWriter,
+        metas: &[RecordMeta],
+    ) -> Result<Vec<OwnedRecord>> {
+        if let Some((digest, data)) = w.take_small(self.pack_max)? {
+            return self.put_packed(digest, &data, metas);
+        }
+        let info = w.commit()?;
+        self.record(info.digest, info.size, metas)
+    }
+
+    /// Whether the blob is stored (packed in the log or as a file).
+    pub fn has_blob(&self, d: &Digest) -> Result<bool> {
+        self.blobs.check_digest(d)?;
+        Ok(self.index.is_packed(d)? || self.blobs.exists(d))
+    }
+
+    /// A stored blob's size.
+    pub fn blob_size(&self, d: &Digest) -> Result<u64> {
+        self.blobs.check_digest(d)?;
+        if let Some(loc) = self.index.read(|m| m.packed(d))? {
+            return Ok(loc.len);
+        }
+        let p = self.blobs.path_of(d);
+        match std::fs::metadata(&p) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::not_found(format!("no blob {d} in the store")).with_path(&p))
+            }
+            Err(e) => Err(Error::io("stat", &p, e)),
+        }
+    }
+
+    /// A blob's bytes; with `verify`, checked against the digest (`Corrupt` on mismatch).
+    pub fn read_blob(&self, d: &Digest, verify: bool) -> Result<Vec<u8>> {
+        self.blobs.check_digest(d)?;
+        match self.index.read_packed(d)? {
+            Some(data) => {
+                if verify && hash_bytes(self.blobs.algo(), &data) != *d {
+                    return Err(Error::corrupt(format!(
+                        "packed blob {d} does not match its hash"
+                    )));
+                }
+                Ok(data)
+            }
+            None => self.blobs.read(d, verify),
+        }
+    }
+
+    /// Re-hashes one blob: whether its bytes still match its digest.
+    pub fn verify_blob(&self, d: &Digest) -> Result<bool> {
+        match self.read_blob(d, true) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Corrupt => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Re-hashes every blob file and every packed blob that a live record names.
+    pub fn verify_all(&self) -> Result<crate::blobs::VerifyReport> {
+        let mut report = self.blobs.verify_all()?;
+        let algo = self.blobs.algo();
+        for (key, loc) in self.index.read(|m| m.live_packed())? {
+            let d = Digest::new(algo, key);
+            report.checked += 1;
+            if !self.verify_blob(&d)? {
+                report.corrupt.push(self.root.join("index").join(format!(
+                    "{}@{}",
+                    crate::index::log::segment_name(loc.gen_),
+                    loc.off
+                )));
+            }
+        }
+        Ok(report)
+    }
+
+    /// The path of a blob's file. A packed blob gets its file here, on first request (written
+    /// atomically, like any blob), so that callers who need a path have one.
+    pub fn blob_path(&self, d: &Digest) -> Result<PathBuf> {
+        self.blobs.check_digest(d)?;
+        let p = self.blobs.path_of(d);
+        if p.is_file() {
+            return Ok(p);
+        }
+        match self.index.read_packed(d)? {
+            Some(data) => Ok(self.blobs.put_bytes(&data)?.path),
+            None => Err(Error::not_found(format!("no blob {d} in the store")).with_path(&p)),
+        }
     }
 
     /// Sets or clears an artifact's pin; returns the updated record.
@@ -201,6 +402,16 @@ impl Store {
             .parse()
             .map_err(|_| Error::invalid(format!("URI {uri:?} does not name a blob of this store")))
     }
+}
+
+/// The records of `Put` operations, handed back without a copy.
+fn into_records(ops: Vec<Op>) -> Vec<OwnedRecord> {
+    ops.into_iter()
+        .filter_map(|op| match op {
+            Op::Put(r) => Some(*r),
+            _ => None,
+        })
+        .collect()
 }
 
 fn known(m: &crate::index::MemIndex, id: ArtifactId) -> Result<()> {
@@ -375,6 +586,7 @@ mod tests {
         let opts = OpenOptions {
             hash: Some(HashAlgo::Sha256),
             durability: Durability::Os,
+            ..OpenOptions::default()
         };
         let s = Store::open(&r, opts).unwrap();
         assert_eq!(s.meta().hash, "sha256");
@@ -415,6 +627,7 @@ mod tests {
             OpenOptions {
                 hash: None,
                 durability: Durability::Os,
+                ..OpenOptions::default()
             },
         )
         .unwrap();
@@ -423,5 +636,103 @@ mod tests {
         assert!(uri.contains("%20"));
         assert_eq!(s.digest_from_uri(&uri).unwrap(), info.digest);
         assert!(s.digest_from_uri("file:///etc/passwd").is_err());
+    }
+
+    fn meta(kind: &str) -> RecordMeta {
+        RecordMeta {
+            kind: kind.to_string(),
+            ..RecordMeta::default()
+        }
+    }
+
+    fn log_files(r: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(r.join("index"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("log-"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn packed_blobs_survive_compaction_and_reopen() {
+        let r = root("packed");
+        let opts = OpenOptions {
+            durability: Durability::Os,
+            ..OpenOptions::default()
+        };
+        let s = Store::open(&r, opts).unwrap();
+        let a = s.put_bytes(b"kept", &[meta("k")]).unwrap().remove(0);
+        let gone = s.put_bytes(b"dropped", &[meta("k")]).unwrap().remove(0);
+        let dup = s.put_bytes(b"kept", &[meta("k")]).unwrap().remove(0);
+        assert_eq!(a.digest, dup.digest);
+        s.delete(gone.id).unwrap();
+        s.index().compact().unwrap();
+        // The first segment holds "kept", which live records name: it stays beside the snapshot.
+        assert_eq!(log_files(&r).len(), 2);
+        assert_eq!(s.read_blob(&a.digest, true).unwrap(), b"kept");
+        assert!(!s.has_blob(&gone.digest).unwrap());
+        drop(s);
+        let s = Store::open(&r, opts).unwrap();
+        assert_eq!(s.read_blob(&a.digest, true).unwrap(), b"kept");
+        assert!(s.blobs().path_of(&a.digest).symlink_metadata().is_err());
+        let p = s.blob_path(&a.digest).unwrap();
+        assert_eq!(std::fs::read(p).unwrap(), b"kept");
+        // Once no live record names packed bytes, compaction lets their segment go.
+        s.delete(a.id).unwrap();
+        s.delete(dup.id).unwrap();
+        s.index().compact().unwrap();
+        assert_eq!(log_files(&r).len(), 1);
+        assert!(
+            Store::open(&r, opts)
+                .unwrap()
+                .read_blob(&a.digest, false)
+                .is_ok(),
+            "the materialized file still serves reads"
+        );
+    }
+
+    #[test]
+    fn a_second_handle_reads_packed_bytes_from_a_sealed_segment() {
+        let r = root("packed2");
+        let opts = OpenOptions {
+            durability: Durability::Os,
+            ..OpenOptions::default()
+        };
+        let a = Store::open(&r, opts).unwrap();
+        let b = Store::open(&r, opts).unwrap();
+        let rec = a
+            .put_bytes(b"shared bytes", &[meta("k")])
+            .unwrap()
+            .remove(0);
+        a.index().compact().unwrap();
+        a.put_bytes(b"newer", &[meta("k")]).unwrap();
+        assert_eq!(b.read_blob(&rec.digest, true).unwrap(), b"shared bytes");
+        assert_eq!(b.blob_size(&rec.digest).unwrap(), 12);
+    }
+
+    #[test]
+    fn bytes_packed_again_after_their_segment_was_compacted_away() {
+        let r = root("packed3");
+        let opts = OpenOptions {
+            durability: Durability::Os,
+            ..OpenOptions::default()
+        };
+        let a = Store::open(&r, opts).unwrap();
+        let b = Store::open(&r, opts).unwrap();
+        let old = a.put_bytes(b"again", &[meta("k")]).unwrap().remove(0);
+        assert!(b.has_blob(&old.digest).unwrap()); // b notes where the bytes are
+        a.delete(old.id).unwrap();
+        a.index().compact().unwrap(); // no live record names them: their segment goes
+        let new = b.put_bytes(b"again", &[meta("k")]).unwrap().remove(0);
+        drop((a, b));
+        let c = Store::open(&r, opts).unwrap();
+        assert_eq!(c.read_blob(&new.digest, true).unwrap(), b"again");
+        c.index().compact().unwrap();
+        drop(c);
+        let c = Store::open(&r, opts).unwrap();
+        assert_eq!(c.read_blob(&new.digest, true).unwrap(), b"again");
     }
 }

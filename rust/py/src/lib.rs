@@ -561,19 +561,10 @@ impl PyStore {
         Ok(meta)
     }
 
-    fn record(
-        &self,
-        py: Python<'_>,
-        info: core::BlobInfo,
-        meta: RecordMeta,
-    ) -> PyResult<PyArtifact> {
-        let rec = py
-            .detach(|| {
-                self.inner
-                    .record(info.digest, info.size, std::slice::from_ref(&meta))
-            })
-            .py_err()?;
-        let rec = rec
+    /// The one artifact a write made, as Python's `Artifact`.
+    fn one(&self, recs: core::Result<Vec<OwnedRecord>>) -> PyResult<PyArtifact> {
+        let rec = recs
+            .py_err()?
             .into_iter()
             .next()
             .ok_or_else(|| invalid("no record".into()))?;
@@ -605,11 +596,18 @@ impl PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (root, hash = None, durability = "fsync"))]
-    fn new(py: Python<'_>, root: PathBuf, hash: Option<&str>, durability: &str) -> PyResult<Self> {
+    #[pyo3(signature = (root, hash = None, durability = "fsync", pack_max = core::store::DEFAULT_PACK_MAX))]
+    fn new(
+        py: Python<'_>,
+        root: PathBuf,
+        hash: Option<&str>,
+        durability: &str,
+        pack_max: u64,
+    ) -> PyResult<Self> {
         let opts = core::OpenOptions {
             hash: hash.map(parse_algo).transpose()?,
             durability: durability.parse().py_err()?,
+            pack_max,
         };
         let inner = py.detach(|| core::Store::open(&root, opts)).py_err()?;
         Ok(PyStore { inner })
@@ -631,6 +629,11 @@ impl PyStore {
     }
 
     #[getter]
+    fn pack_max(&self) -> u64 {
+        self.inner.pack_max()
+    }
+
+    #[getter]
     fn staging_dir(&self) -> String {
         self.inner
             .blobs()
@@ -646,14 +649,16 @@ impl PyStore {
         meta: MetaArgs<'_>,
     ) -> PyResult<PyArtifact> {
         let meta = self.meta(meta)?;
-        let info = with_buffer(py, data, |b| self.inner.blobs().put_bytes(b))?.py_err()?;
-        self.record(py, info, meta)
+        let recs = with_buffer(py, data, |b| {
+            self.inner.put_bytes(b, std::slice::from_ref(&meta))
+        })?;
+        self.one(recs)
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf, meta: MetaArgs<'_>) -> PyResult<PyArtifact> {
         let meta = self.meta(meta)?;
-        let info = py.detach(|| self.inner.blobs().save(&path)).py_err()?;
-        self.record(py, info, meta)
+        let recs = py.detach(|| self.inner.save(&path, std::slice::from_ref(&meta)));
+        self.one(recs)
     }
 
     #[pyo3(signature = (ext = ""))]
@@ -672,8 +677,8 @@ impl PyStore {
 
     fn ingest(&self, py: Python<'_>, staged: PathBuf, meta: MetaArgs<'_>) -> PyResult<PyArtifact> {
         let meta = self.meta(meta)?;
-        let info = py.detach(|| self.inner.blobs().ingest(&staged)).py_err()?;
-        self.record(py, info, meta)
+        let recs = py.detach(|| self.inner.ingest(&staged, std::slice::from_ref(&meta)));
+        self.one(recs)
     }
 
     fn writer(&self, py: Python<'_>, ext: &str, meta: MetaArgs<'_>) -> PyResult<PyWriter> {
@@ -686,7 +691,8 @@ impl PyStore {
         })
     }
 
-    /// Stores a file's bytes as a blob without recording an artifact: (hash, size).
+    /// Stores a file's bytes as a blob file without recording an artifact: (hash, size).
+    /// Never packed: the caller records the blob later, maybe from another process.
     fn save_blob(&self, py: Python<'_>, path: PathBuf) -> PyResult<(String, u64)> {
         let info = py.detach(|| self.inner.blobs().save(&path)).py_err()?;
         Ok((info.digest.to_string(), info.size))
@@ -706,9 +712,7 @@ impl PyStore {
             .collect::<PyResult<Vec<_>>>()?;
         let recs = py
             .detach(|| {
-                let size = std::fs::metadata(self.inner.blobs().path_of(&d))
-                    .map_err(|e| core::Error::io("stat", &self.inner.blobs().path_of(&d), e))?
-                    .len();
+                let size = self.inner.blob_size(&d)?;
                 self.inner.record(d, size, &metas)
             })
             .py_err()?;
@@ -869,18 +873,15 @@ impl PyStore {
         verify: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let d = self.digest(r)?;
-        let data = py.detach(|| self.inner.blobs().read(&d, verify)).py_err()?;
+        let data = py.detach(|| self.inner.read_blob(&d, verify)).py_err()?;
         Ok(PyBytes::new(py, &data))
     }
 
-    fn path_of(&self, r: &str) -> PyResult<String> {
+    /// The path of a stored blob's file (a packed blob gets its file now).
+    fn path_of(&self, py: Python<'_>, r: &str) -> PyResult<String> {
         let d = self.digest(r)?;
-        Ok(self
-            .inner
-            .blobs()
-            .path_of(&d)
-            .to_string_lossy()
-            .into_owned())
+        let p = py.detach(|| self.inner.blob_path(&d)).py_err()?;
+        Ok(p.to_string_lossy().into_owned())
     }
 
     fn uri_of(&self, r: &str) -> PyResult<String> {
@@ -890,17 +891,17 @@ impl PyStore {
 
     fn exists(&self, py: Python<'_>, r: &str) -> PyResult<bool> {
         let d = self.digest(r)?;
-        Ok(py.detach(|| self.inner.blobs().exists(&d)))
+        py.detach(|| self.inner.has_blob(&d)).py_err()
     }
 
     fn verify(&self, py: Python<'_>, r: &str) -> PyResult<bool> {
         let d = self.digest(r)?;
-        py.detach(|| self.inner.blobs().verify(&d)).py_err()
+        py.detach(|| self.inner.verify_blob(&d)).py_err()
     }
 
     /// Re-hash every blob: (checked, corrupt paths, stray paths).
     fn verify_all(&self, py: Python<'_>) -> PyResult<(u64, Vec<String>, Vec<String>)> {
-        let r = py.detach(|| self.inner.blobs().verify_all()).py_err()?;
+        let r = py.detach(|| self.inner.verify_all()).py_err()?;
         let s = |v: Vec<PathBuf>| {
             v.into_iter()
                 .map(|p| p.to_string_lossy().into_owned())
@@ -972,9 +973,8 @@ impl PyWriter {
         let w = self.inner.lock().take().ok_or_else(closed_err)?;
         let recs = py
             .detach(|| {
-                let info = w.commit()?;
                 self.store
-                    .record(info.digest, info.size, std::slice::from_ref(&self.meta))
+                    .commit_writer(w, std::slice::from_ref(&self.meta))
             })
             .py_err()?;
         let rec = recs

@@ -26,6 +26,14 @@ pub enum Op {
     Seal {
         next_gen: u64,
     },
+    /// A small blob's bytes, packed into the log (written by [`encode_blob`] just before the
+    /// records that name it, in the same append). Decoding does not copy the bytes: `data_off`
+    /// is where they start in the frame's payload.
+    Blob {
+        digest: Digest,
+        data_off: usize,
+        len: u64,
+    },
 }
 
 pub const TAG_HEADER: u8 = 0;
@@ -33,6 +41,7 @@ const TAG_PUT: u8 = 1;
 const TAG_PIN: u8 = 2;
 const TAG_DELETE: u8 = 3;
 const TAG_SEAL: u8 = 4;
+const TAG_BLOB: u8 = 5;
 
 #[derive(Default)]
 pub struct Enc(pub Vec<u8>);
@@ -106,6 +115,10 @@ impl<'a> Dec<'a> {
     }
     pub fn done(&self) -> bool {
         self.pos == self.buf.len()
+    }
+    /// The next `n` bytes as they are.
+    pub fn raw(&mut self, n: usize) -> Result<&'a [u8]> {
+        self.take(n)
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).ok_or_else(short)?;
@@ -257,7 +270,20 @@ pub fn encode_op(op: &Op, e: &mut Enc) {
             e.u8(TAG_SEAL);
             e.u64(*next_gen);
         }
+        // The decoded form holds no bytes; packed blobs are written with `encode_blob`.
+        Op::Blob { .. } => debug_assert!(false, "use encode_blob"),
     }
+}
+
+/// A packed blob's frame payload: tag, digest, length, then the bytes themselves. Returns the
+/// offset of the bytes within the payload.
+pub fn encode_blob(digest: &Digest, data: &[u8], e: &mut Enc) -> usize {
+    e.u8(TAG_BLOB);
+    e.digest(digest);
+    e.varint(data.len() as u64);
+    let off = e.0.len();
+    e.0.extend_from_slice(data);
+    off
 }
 
 pub fn decode_op(buf: &[u8]) -> Result<Op> {
@@ -320,6 +346,18 @@ pub fn decode_op(buf: &[u8]) -> Result<Op> {
             id: ArtifactId(d.u128()?),
         },
         TAG_SEAL => Op::Seal { next_gen: d.u64()? },
+        TAG_BLOB => {
+            let digest = d.digest()?;
+            let len = d.varint()?;
+            let data_off = d.pos;
+            let n = usize::try_from(len).map_err(|_| short())?;
+            d.take(n)?;
+            Op::Blob {
+                digest,
+                data_off,
+                len,
+            }
+        }
         t => return Err(Error::corrupt(format!("unknown index operation {t}"))),
     };
     if !d.done() {

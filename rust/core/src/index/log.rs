@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use super::codec::{Dec, Enc, TAG_HEADER};
 
 /// The log format this code writes and the newest it reads.
-pub const LOG_VERSION: u32 = 1;
+/// Version 2 added packed blobs (small blobs' bytes in the log).
+pub const LOG_VERSION: u32 = 2;
 const LOG_MAGIC: &[u8] = b"runstash-log";
 /// No single frame is ever this large; a length beyond it is corruption, not a big record.
 const MAX_FRAME: usize = 256 << 20;
@@ -79,6 +80,20 @@ pub fn next_frame(buf: &[u8], off: usize) -> Frame<'_> {
         return Frame::Bad;
     }
     Frame::Ok(payload, off + FRAME_OVERHEAD + len)
+}
+
+/// Whether the bad frame at `off` is damage in the middle of the log rather than a torn tail:
+/// its length fits in the buffer and a valid frame follows it. A writer that died mid-append
+/// leaves only a tail (nothing valid after it); a frame with valid frames after it was complete
+/// once, so its bytes changed on disk, and cutting the log there would drop good records.
+pub fn damaged_mid_log(buf: &[u8], off: usize) -> bool {
+    let rest = &buf[off.min(buf.len())..];
+    if rest.len() < FRAME_OVERHEAD {
+        return false;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    let end = off + FRAME_OVERHEAD + len;
+    len <= MAX_FRAME && end < buf.len() && matches!(next_frame(buf, end), Frame::Ok(..))
 }
 
 /// The header frame of segment `gen_`.

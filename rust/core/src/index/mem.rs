@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
+use crate::hash::Digest;
 
 use super::record::{
     ArtifactId, Interner, OptSym, OwnedRecord, OwnedValue, Record, Sym, Value, ValueKey,
@@ -154,9 +155,56 @@ pub struct MemIndex {
     live: RoaringBitmap,
     postings: FastMap<PostKey, RoaringBitmap>,
     metrics: FastMap<Sym, BTreeSet<MetricKey>>,
+    /// Small blobs packed into the log: digest bytes -> where their bytes are. An entry stays
+    /// until a snapshot leaves out digests no live record names.
+    packed: FastMap<[u8; 32], BlobLoc>,
+}
+
+/// Where a packed blob's bytes are: `len` bytes at offset `off` of log segment `gen_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLoc {
+    pub gen_: u64,
+    pub off: u64,
+    pub len: u64,
 }
 
 impl MemIndex {
+    /// Where the packed bytes of `d` are, if they were packed into the log.
+    pub fn packed(&self, d: &Digest) -> Option<BlobLoc> {
+        self.packed.get(d.bytes()).copied()
+    }
+
+    /// Notes packed bytes. The newest location of a digest wins: compaction keeps the segment
+    /// of the newest copy of every live digest, and an older copy's segment may be gone.
+    pub fn add_packed(&mut self, d: &Digest, loc: BlobLoc) {
+        self.add_packed_key(*d.bytes(), loc);
+    }
+
+    pub fn add_packed_key(&mut self, key: [u8; 32], loc: BlobLoc) {
+        self.packed.insert(key, loc);
+    }
+
+    /// Forgets packed blobs that no live record names (their segment may be deleted next).
+    pub fn prune_packed(&mut self) {
+        self.packed = self.live_packed().into_iter().collect();
+    }
+
+    /// The packed blobs that live records name, for a snapshot.
+    pub fn live_packed(&self) -> Vec<([u8; 32], BlobLoc)> {
+        if self.packed.is_empty() {
+            return Vec::new();
+        }
+        let mut seen: FastMap<[u8; 32], BlobLoc> = FastMap::default();
+        for r in self.iter() {
+            if let Some(loc) = self.packed.get(r.digest.bytes()) {
+                seen.insert(*r.digest.bytes(), *loc);
+            }
+        }
+        let mut v: Vec<_> = seen.into_iter().collect();
+        v.sort_unstable_by_key(|(_, l)| (l.gen_, l.off));
+        v
+    }
+
     pub fn len(&self) -> usize {
         self.live.len() as usize
     }
@@ -258,6 +306,7 @@ impl MemIndex {
             live: (0..n).collect(),
             postings,
             metrics,
+            packed: FastMap::default(),
         }
     }
 

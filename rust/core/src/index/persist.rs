@@ -23,13 +23,14 @@ use rustix::fs::{FlockOperation, flock};
 
 use crate::atomic::{Durability, fsync_dir};
 use crate::error::{Error, IoContext, Result};
+use crate::hash::Digest;
 
-use super::codec::{Enc, Op, decode_op, encode_op};
+use super::codec::{Enc, Op, decode_op, encode_blob, encode_op};
 use super::log::{
-    Frame, header_frame, next_frame, parse_name, push_frame, read_header, segment_name,
-    snapshot_name,
+    FRAME_OVERHEAD, Frame, damaged_mid_log, header_frame, next_frame, parse_name, push_frame,
+    read_header, segment_name, snapshot_name,
 };
-use super::mem::MemIndex;
+use super::mem::{BlobLoc, MemIndex};
 use super::snapshot::{load_snapshot, write_snapshot};
 
 /// Segments grow to about this size before a write compacts them into a snapshot.
@@ -57,6 +58,8 @@ pub struct SharedIndex {
     state: Mutex<State>,
     sync: Mutex<SyncState>,
     synced_cv: Condvar,
+    /// Sealed segments opened to read packed blobs from.
+    retained: Mutex<std::collections::HashMap<u64, Arc<File>>>,
 }
 
 /// Holds the index flock; released on drop.
@@ -100,6 +103,7 @@ impl SharedIndex {
                 syncing: false,
             }),
             synced_cv: Condvar::new(),
+            retained: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -118,8 +122,28 @@ impl SharedIndex {
     ///
     /// `check` runs under the lock after catching up; an error from it appends nothing.
     pub fn append(&self, ops: &[Op], check: impl FnOnce(&MemIndex) -> Result<()>) -> Result<()> {
-        let mut buf = Vec::with_capacity(ops.len() * 160);
+        self.append_packed(None, ops, check)
+    }
+
+    /// Like [`append`](Self::append), with a small blob's bytes packed into the log just before
+    /// the records that name it, in the same write: one append, and in durable mode one shared
+    /// `fdatasync`, stores the bytes and their records together. Bytes already packed are not
+    /// written again.
+    pub fn append_packed(
+        &self,
+        blob: Option<(&Digest, &[u8])>,
+        ops: &[Op],
+        check: impl FnOnce(&MemIndex) -> Result<()>,
+    ) -> Result<()> {
+        let mut buf = Vec::with_capacity(ops.len() * 160 + blob.map_or(0, |b| b.1.len() + 48));
         let mut e = Enc::default();
+        // (digest, offset of the bytes in `buf`, their length, end of the blob frame in `buf`)
+        let mut packed = None;
+        if let Some((d, data)) = blob {
+            let data_off = encode_blob(d, data, &mut e);
+            push_frame(&mut buf, &e.0);
+            packed = Some((d, FRAME_OVERHEAD + data_off, data.len() as u64, buf.len()));
+        }
         for op in ops {
             e.0.clear();
             encode_op(op, &mut e);
@@ -132,11 +156,33 @@ impl SharedIndex {
             let _l = self.lock()?;
             self.catch_up(&mut st, true)?;
             check(&st.mem)?;
+            let mut out = &buf[..];
+            let mut loc = None;
+            if let Some((d, data_at, len, frame_end)) = packed {
+                // Dedup only against the current segment: it cannot be deleted, while an older
+                // copy's segment may have been (when no live record named the bytes then).
+                if st.mem.packed(d).is_some_and(|l| l.gen_ == st.gen_) {
+                    out = &buf[frame_end..];
+                } else {
+                    let off = st.offset + data_at as u64;
+                    loc = Some((
+                        d,
+                        BlobLoc {
+                            gen_: st.gen_,
+                            off,
+                            len,
+                        },
+                    ));
+                }
+            }
             let path = self.dir.join(segment_name(st.gen_));
             st.seg
-                .write_all_at(&buf, st.offset)
+                .write_all_at(out, st.offset)
                 .ctx("append to", &path)?;
-            st.offset += buf.len() as u64;
+            st.offset += out.len() as u64;
+            if let Some((d, l)) = loc {
+                st.mem.add_packed(d, l);
+            }
             for op in ops {
                 apply(&mut st.mem, op);
             }
@@ -151,6 +197,62 @@ impl SharedIndex {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// Runs `f` under the index lock on the newest state, appending nothing.
+    pub fn locked<R>(&self, f: impl FnOnce(&MemIndex) -> Result<R>) -> Result<R> {
+        let mut st = self.state.lock();
+        let _l = self.lock()?;
+        self.catch_up(&mut st, true)?;
+        f(&st.mem)
+    }
+
+    /// The bytes of a blob packed into the log, or `None` when it was not packed.
+    pub fn read_packed(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
+        let (file, loc) = {
+            let mut st = self.state.lock();
+            self.catch_up(&mut st, false)?;
+            let Some(loc) = st.mem.packed(d) else {
+                return Ok(None);
+            };
+            let file = if loc.gen_ == st.gen_ {
+                st.seg.clone()
+            } else {
+                self.retained_segment(loc.gen_)?
+            };
+            (file, loc)
+        };
+        let len = usize::try_from(loc.len)
+            .map_err(|_| Error::corrupt(format!("packed blob {d} has an impossible size")))?;
+        let mut data = vec![0u8; len];
+        file.read_exact_at(&mut data, loc.off).map_err(|e| {
+            Error::io(
+                "read packed blob from",
+                &self.dir.join(segment_name(loc.gen_)),
+                e,
+            )
+        })?;
+        Ok(Some(data))
+    }
+
+    /// Whether `d`'s bytes are packed in the log.
+    pub fn is_packed(&self, d: &Digest) -> Result<bool> {
+        self.read(|m| m.packed(d).is_some())
+    }
+
+    /// An older (sealed) segment that still holds packed bytes, opened read-only once.
+    fn retained_segment(&self, gen_: u64) -> Result<Arc<File>> {
+        let mut open = self.retained.lock();
+        if let Some(f) = open.get(&gen_) {
+            return Ok(f.clone());
+        }
+        let path = self.dir.join(segment_name(gen_));
+        let f = Arc::new(File::open(&path).ctx("open", &path)?);
+        if open.len() >= 64 {
+            open.clear();
+        }
+        open.insert(gen_, f.clone());
+        Ok(f)
     }
 
     /// Group commit: waits until a `fdatasync` that started after append `seq` has finished,
@@ -210,15 +312,18 @@ impl SharedIndex {
         st.gen_ = next;
         st.offset = offset;
         // 3. The snapshot of all that came before `next`.
-        write_snapshot(&self.dir, next, &st.mem, self.durability)?;
-        // 4. Older segments and snapshots are now redundant.
+        let keep = write_snapshot(&self.dir, next, &st.mem, self.durability)?;
+        st.mem.prune_packed();
+        // 4. Older segments and snapshots are now redundant, except segments that hold packed
+        //    bytes of live records: the snapshot points into them.
         for entry in std::fs::read_dir(&self.dir)
             .ctx("list", &self.dir)?
             .flatten()
         {
             let name = entry.file_name();
-            if let Some((_, g)) = name.to_str().and_then(parse_name)
+            if let Some((kind, g)) = name.to_str().and_then(parse_name)
                 && g < next
+                && !(kind == "log" && keep.contains(&g))
             {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -240,7 +345,8 @@ impl SharedIndex {
             st.seg
                 .read_exact_at(&mut buf, st.offset)
                 .ctx("read", &path)?;
-            let (pos, sealed, bad) = replay(&mut st.mem, &buf, 0);
+            let (base, gen_) = (st.offset, st.gen_);
+            let (pos, sealed, bad) = replay(&mut st.mem, &buf, 0, base, gen_);
             st.offset += pos as u64;
             if let Some(next_gen) = sealed {
                 match open_segment(&self.dir, next_gen, false, self.durability) {
@@ -270,6 +376,9 @@ impl SharedIndex {
                 }
             }
             if bad && locked {
+                if damaged_mid_log(&buf, pos) {
+                    return Err(damaged(&path, st.offset));
+                }
                 st.seg
                     .set_len(st.offset)
                     .ctx("truncate torn tail of", &path)?;
@@ -282,14 +391,31 @@ impl SharedIndex {
     }
 }
 
-/// Applies the whole frames of `buf` from `pos` on. Stops after a seal or at the first frame
-/// that is torn, fails its checksum or does not decode. Returns the offset reached, the seal's
-/// next generation if one was met, and whether it stopped at a bad frame.
-fn replay(mem: &mut MemIndex, buf: &[u8], mut pos: usize) -> (usize, Option<u64>, bool) {
+/// Applies the whole frames of `buf` from `pos` on; `buf` holds segment `gen_` from byte `base`.
+/// Stops after a seal or at the first frame that is torn, fails its checksum or does not
+/// decode. Returns the offset reached, the seal's next generation if one was met, and whether
+/// it stopped at a bad frame.
+fn replay(
+    mem: &mut MemIndex,
+    buf: &[u8],
+    mut pos: usize,
+    base: u64,
+    gen_: u64,
+) -> (usize, Option<u64>, bool) {
     loop {
         match next_frame(buf, pos) {
             Frame::Ok(payload, next) => match decode_op(payload) {
                 Ok(Op::Seal { next_gen }) => return (next, Some(next_gen), false),
+                Ok(Op::Blob {
+                    digest,
+                    data_off,
+                    len,
+                }) => {
+                    let payload_at = base + (next - payload.len()) as u64;
+                    let off = payload_at + data_off as u64;
+                    mem.add_packed(&digest, BlobLoc { gen_, off, len });
+                    pos = next;
+                }
                 Ok(op) => {
                     apply(mem, &op);
                     pos = next;
@@ -313,8 +439,16 @@ fn apply(mem: &mut MemIndex, op: &Op) {
         Op::Delete { id } => {
             mem.delete(*id);
         }
-        Op::Seal { .. } => {}
+        Op::Seal { .. } | Op::Blob { .. } => {}
     }
+}
+
+fn damaged(path: &Path, off: u64) -> Error {
+    Error::corrupt(format!(
+        "index log {} is damaged at byte {off}: a frame fails its checksum but valid frames          follow it, so this is not a torn tail and the log is not cut there; restore the          file from a backup",
+        path.display()
+    ))
+    .with_path(path)
 }
 
 /// Opens segment `gen_` and checks its header; with `create`, makes it when missing.
@@ -386,8 +520,11 @@ fn load(dir: &Path, durability: Durability) -> Result<State> {
             use std::io::Read;
             (&seg).read_to_end(&mut buf).ctx("read", &path)?;
         }
-        let (pos, sealed, _) = replay(&mut mem, &buf, start as usize);
+        let (pos, sealed, _) = replay(&mut mem, &buf, start as usize, 0, g);
         if pos < buf.len() && sealed.is_none() {
+            if damaged_mid_log(&buf, pos) {
+                return Err(damaged(&path, pos as u64));
+            }
             // The first bad frame and all after it: a torn tail (or damage); cut it off.
             seg.set_len(pos as u64)
                 .ctx("truncate torn tail of", &path)?;

@@ -1,8 +1,9 @@
 //! Snapshots: the whole live index in one file, so reopening need not replay every operation.
 //!
 //! `snap-<gen>` holds the state of every log segment before `<gen>`. Layout, all frames as in
-//! the log: a header (magic, version, generation, record and string counts), one frame with the
-//! string table, record frames of up to `CHUNK` records each (strings by table index), and an
+//! the log: a header (magic, version, generation, record, string and packed-blob counts), one
+//! frame with the string table, frames of packed-blob locations (version 2: where the bytes of
+//! small blobs live in retained log segments), record frames of up to `CHUNK` records each (strings by table index), and an
 //! end frame repeating the record count. A snapshot missing its end frame, or with any bad
 //! frame, is corrupt. It is written to a temp file and renamed into place (atomic).
 
@@ -14,15 +15,23 @@ use crate::error::{Error, IoContext, Result};
 
 use super::codec::{Dec, Enc, decode_record, encode_record};
 use super::log::{Frame, next_frame, push_frame, snapshot_name};
-use super::mem::MemIndex;
+use super::mem::{BlobLoc, MemIndex};
 use super::record::Interner;
 
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 const SNAP_MAGIC: &[u8] = b"runstash-snapshot";
 const CHUNK: usize = 4096;
 
-pub fn write_snapshot(dir: &Path, gen_: u64, mem: &MemIndex, durability: Durability) -> Result<()> {
+/// Writes `snap-<gen_>`. Returns the log generations that hold packed bytes of live records:
+/// those segments must outlive the snapshot.
+pub fn write_snapshot(
+    dir: &Path,
+    gen_: u64,
+    mem: &MemIndex,
+    durability: Durability,
+) -> Result<Vec<u64>> {
     let strings = mem.strings.strings();
+    let packed = mem.live_packed();
     let mut out = Vec::with_capacity(64 + mem.len() * 96);
     let mut e = Enc::default();
     e.bytes(SNAP_MAGIC);
@@ -30,6 +39,7 @@ pub fn write_snapshot(dir: &Path, gen_: u64, mem: &MemIndex, durability: Durabil
     e.u64(gen_);
     e.u64(mem.len() as u64);
     e.u64(strings.len() as u64);
+    e.u64(packed.len() as u64);
     push_frame(&mut out, &e.0);
 
     let mut e = Enc::default();
@@ -37,6 +47,22 @@ pub fn write_snapshot(dir: &Path, gen_: u64, mem: &MemIndex, durability: Durabil
         e.str(s);
     }
     push_frame(&mut out, &e.0);
+
+    let mut gens = Vec::new();
+    for chunk in packed.chunks(CHUNK) {
+        let mut e = Enc::default();
+        for (d, loc) in chunk {
+            e.0.extend_from_slice(d);
+            e.u64(loc.gen_);
+            e.u64(loc.off);
+            e.u64(loc.len);
+            if gens.last() != Some(&loc.gen_) {
+                gens.push(loc.gen_);
+            }
+        }
+        push_frame(&mut out, &e.0);
+    }
+    gens.dedup();
 
     let mut e = Enc::default();
     let mut in_chunk = 0usize;
@@ -59,7 +85,8 @@ pub fn write_snapshot(dir: &Path, gen_: u64, mem: &MemIndex, durability: Durabil
 
     let mut f = AtomicFile::create_in(dir, durability, None, 0o644, "")?;
     f.write_all(&out)?;
-    f.commit_replace(&dir.join(snapshot_name(gen_)))
+    f.commit_replace(&dir.join(snapshot_name(gen_)))?;
+    Ok(gens)
 }
 
 pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
@@ -82,6 +109,7 @@ pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
     let gen_ = d.u64()?;
     let nrec = d.u64()? as usize;
     let nstr = d.u64()? as usize;
+    let npacked = if version >= 2 { d.u64()? as usize } else { 0 };
 
     let Frame::Ok(table, next) = next_frame(&buf, off) else {
         return Err(bad("string table"));
@@ -91,6 +119,26 @@ pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
     let mut strings: Vec<Arc<str>> = Vec::with_capacity(nstr.min(1 << 24));
     for _ in 0..nstr {
         strings.push(Arc::from(d.str()?));
+    }
+    let mut packed = Vec::with_capacity(npacked.min(1 << 24));
+    while packed.len() < npacked {
+        let Frame::Ok(payload, next) = next_frame(&buf, off) else {
+            return Err(bad("truncated or damaged packed-blob frame"));
+        };
+        off = next;
+        let mut d = Dec::new(payload);
+        while !d.done() && packed.len() < npacked {
+            let key: [u8; 32] = d.raw(32)?.try_into().map_err(|_| bad("digest"))?;
+            let loc = BlobLoc {
+                gen_: d.u64()?,
+                off: d.u64()?,
+                len: d.u64()?,
+            };
+            packed.push((key, loc));
+        }
+        if !d.done() {
+            return Err(bad("packed-blob frame has trailing bytes"));
+        }
     }
     let mut records = Vec::with_capacity(nrec.min(1 << 26));
     loop {
@@ -112,5 +160,9 @@ pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
         }
     }
     let interner = Interner::from_strings(strings);
-    Ok((gen_, MemIndex::from_records(interner, records)))
+    let mut mem = MemIndex::from_records(interner, records);
+    for (key, loc) in packed {
+        mem.add_packed_key(key, loc);
+    }
+    Ok((gen_, mem))
 }
