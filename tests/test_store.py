@@ -285,3 +285,28 @@ def test_write_atomic_bare_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     runstash.write_atomic("state.json", b"{}", durability="fsync")
     assert (tmp_path / "state.json").read_bytes() == b"{}"
+
+
+def test_small_writer_stays_in_memory_and_large_one_spills(tmp_path: Path) -> None:
+    s = runstash.Store(tmp_path / "s", durability="os", pack_max=100)
+    with s.writer(ext=".bin") as w:
+        w.write(b"a" * 60)
+        w.seek(10)
+        w.write(b"B" * 5)
+        w.flush()
+        assert staging_entries(s.root) == [], "up to pack_max bytes stay in memory"
+        w.seek(0, 2)
+        w.write(b"c" * 60)  # 120 bytes: past pack_max, now a temp file in staging/
+        w.flush()
+        assert len(staging_entries(s.root)) == 1
+        w.seek(12)
+        w.write(b"D")
+    want = b"a" * 10 + b"BBDBB" + b"a" * 45 + b"c" * 60
+    assert s.read_bytes(w.artifact, verify=True) == want
+    assert w.artifact.hash == runstash.hash_bytes(want)
+    assert staging_entries(s.root) == [] and len(blob_files(s.root)) == 1
+    with s.writer() as w2:
+        w2.write(b"xy")
+        w2.seek(5)
+        w2.write(b"z")  # a hole inside memory reads back as zeros
+    assert s.read_bytes(w2.artifact) == b"xy\0\0\0z" and blob_files(s.root) != []

@@ -261,6 +261,12 @@ impl Store {
         self.record(info.digest, info.size, metas)
     }
 
+    /// A streaming writer for [`Store::commit_writer`]: up to `pack_max` bytes stay in memory,
+    /// so a small artifact never touches a file.
+    pub fn writer(&self, ext: &str) -> Result<crate::blobs::BlobWriter> {
+        self.blobs.writer_buffered(ext, self.pack_max)
+    }
+
     /// Commits a streaming writer and records its blob; at most `pack_max` bytes are packed.
     pub fn commit_writer(
         &self,

@@ -683,7 +683,7 @@ impl PyStore {
 
     fn writer(&self, py: Python<'_>, ext: &str, meta: MetaArgs<'_>) -> PyResult<PyWriter> {
         let meta = self.meta(meta)?;
-        let w = py.detach(|| self.inner.blobs().writer(ext)).py_err()?;
+        let w = py.detach(|| self.inner.writer(ext)).py_err()?;
         Ok(PyWriter {
             inner: Mutex::new(Some(w)),
             store: self.inner.clone(),
