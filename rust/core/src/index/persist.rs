@@ -515,14 +515,17 @@ fn load(dir: &Path, durability: Durability) -> Result<State> {
         let last = i + 1 == logs.len();
         let (seg, start) = open_segment(dir, g, true, durability)?;
         let path = dir.join(segment_name(g));
-        let mut buf = Vec::new();
-        {
-            use std::io::Read;
-            (&seg).read_to_end(&mut buf).ctx("read", &path)?;
-        }
-        let (pos, sealed, _) = replay(&mut mem, &buf, start as usize, 0, g);
-        if pos < buf.len() && sealed.is_none() {
-            if damaged_mid_log(&buf, pos) {
+        // Mapped, not read: a segment full of packed blobs is tens of MiB, and replay only
+        // checksums the blob bytes, it never copies them. Safe because every writer (and any
+        // truncation) holds the lock that our caller holds.
+        let map = unsafe { memmap2::Mmap::map(&seg) }.ctx("map", &path)?;
+        let buf: &[u8] = &map;
+        let (pos, sealed, _) = replay(&mut mem, buf, start as usize, 0, g);
+        let len = buf.len();
+        let is_damaged = pos < len && damaged_mid_log(buf, pos);
+        drop(map);
+        if pos < len && sealed.is_none() {
+            if is_damaged {
                 return Err(damaged(&path, pos as u64));
             }
             // The first bad frame and all after it: a torn tail (or damage); cut it off.
