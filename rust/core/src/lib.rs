@@ -5,17 +5,21 @@
 //! - [`blobs`]: the content-addressed blob store.
 //! - [`store`]: a store root, its metadata and layout.
 //! - [`paths`]: validation of caller-supplied names and paths.
+//! - [`live`], [`gc`]: what is live; garbage collection.
 
 pub mod atomic;
 pub mod blobs;
 pub mod error;
+pub mod gc;
 pub mod hash;
 pub mod index;
+pub mod live;
 pub mod paths;
 pub mod store;
 
 pub use atomic::{AtomicFile, Durability, write_atomic};
 pub use blobs::{BlobInfo, BlobStore, BlobWriter, VerifyReport};
 pub use error::{Error, ErrorKind, Result};
+pub use gc::GcReport;
 pub use hash::{Digest, HashAlgo, Hasher, hash_bytes, hash_file};
 pub use store::{OpenOptions, Store, StoreMeta};
