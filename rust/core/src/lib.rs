@@ -5,9 +5,10 @@
 //! - [`blobs`]: the content-addressed blob store.
 //! - [`store`]: a store root, its metadata and layout.
 //! - [`paths`]: validation of caller-supplied names and paths.
-//! - [`live`], [`gc`]: what is live; garbage collection.
+//! - [`live`], [`gc`], [`audit`]: what is live; garbage collection; stats and verification.
 
 pub mod atomic;
+pub mod audit;
 pub mod blobs;
 pub mod error;
 pub mod gc;
@@ -18,6 +19,7 @@ pub mod paths;
 pub mod store;
 
 pub use atomic::{AtomicFile, Durability, write_atomic};
+pub use audit::{IntegrityReport, MissingBlob, StoreStats, VerifyProgress};
 pub use blobs::{BlobInfo, BlobStore, BlobWriter, VerifyReport};
 pub use error::{Error, ErrorKind, Result};
 pub use gc::GcReport;
