@@ -5,7 +5,8 @@
 //! - [`blobs`]: the content-addressed blob store.
 //! - [`store`]: a store root, its metadata and layout.
 //! - [`paths`]: validation of caller-supplied names and paths.
-//! - [`live`], [`gc`], [`audit`]: what is live; garbage collection; stats and verification.
+//! - [`live`], [`gc`], [`audit`], [`retention`]: what is live, garbage collection, stats and
+//!   verification, keep-best retention.
 
 pub mod atomic;
 pub mod audit;
@@ -16,6 +17,7 @@ pub mod hash;
 pub mod index;
 pub mod live;
 pub mod paths;
+pub mod retention;
 pub mod store;
 
 pub use atomic::{AtomicFile, Durability, write_atomic};
@@ -24,4 +26,5 @@ pub use blobs::{BlobInfo, BlobStore, BlobWriter, VerifyReport};
 pub use error::{Error, ErrorKind, Result};
 pub use gc::GcReport;
 pub use hash::{Digest, HashAlgo, Hasher, hash_bytes, hash_file};
+pub use retention::{Per, RetentionPlan};
 pub use store::{OpenOptions, Store, StoreMeta};
