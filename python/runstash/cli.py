@@ -406,19 +406,26 @@ def _problem_table(report: IntegrityReport, orphans_ok: bool) -> Table:
     for s in report.stray:
         t.add_row("stray", "", Text(s))
     if not orphans_ok:
-        for o in report.orphaned:
+        for o in report.orphaned[:_MAX_ORPHANS_SHOWN]:
             t.add_row("orphaned", o.hash, Text(f"{human_size(o.size)}, {o.path}"))
+        more = len(report.orphaned) - _MAX_ORPHANS_SHOWN
+        if more > 0:
+            t.add_row("orphaned", f"... and {more} more", Text("(--json lists all)"))
     return t
+
+
+#: Orphans are listed up to this many in text output (a pruned store may have thousands).
+_MAX_ORPHANS_SHOWN = 20
 
 
 def _gc_summary(report: GcReport, grace: float) -> str:
     verb = "would delete" if report.dry_run else "deleted"
-    return (
-        f"{verb} {_n(report.deleted_count, 'unreferenced blob')} "
-        f"({human_size(report.deleted_bytes)}); "
-        f"kept {report.recent} younger than {_duration_text(grace)} "
-        f"({human_size(report.recent_bytes)}); {report.scanned} blob files scanned"
-    )
+    text = f"{verb} {_n(report.deleted_count, 'unreferenced blob')} "
+    text += f"({human_size(report.deleted_bytes)}); "
+    if grace > 0:
+        text += f"kept {report.recent} younger than {_duration_text(grace)} "
+        text += f"({human_size(report.recent_bytes)}); "
+    return text + f"{report.scanned} blob files scanned"
 
 
 def _gc(args: argparse.Namespace) -> int:
@@ -671,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = command(
         "verify",
-        "re-hash every blob; report missing, corrupt, orphaned and stray files; exit 1 on any",
+        "re-hash every blob; report missing, corrupt, orphaned, stray blobs; exit 1 on any",
         _verify,
     )
     c.add_argument(
