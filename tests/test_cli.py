@@ -8,6 +8,7 @@ than ``demo``; the console script is installed; the demo still works on the defa
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -351,3 +352,20 @@ def test_demo_then_ls_on_the_default_store(tmp_path: Path) -> None:
     ls = json.loads(ok("ls", "--kind", "checkpoint", "--json", cwd=tmp_path))
     assert len(ls) == 1 and ls[0]["metrics"]["step"] == 49.0
     assert rs("verify", cwd=tmp_path).returncode == 0
+
+
+def test_readme_shows_the_help_of_every_subcommand() -> None:
+    """The README's "Command line" section has each subcommand's --help, with every option."""
+    from runstash.cli import build_parser
+
+    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        start = readme.index(f"$ runstash {name} --help\n")
+        block = readme[start : readme.index("```", start)]
+        for action in p._actions:
+            for opt in action.option_strings:
+                if action.help != argparse.SUPPRESS:
+                    assert opt in block, f"README help of {name} lacks {opt}"
+    assert set(sub.choices) == set(SUBCOMMANDS)
