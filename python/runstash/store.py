@@ -7,12 +7,15 @@ power cut once the call returns.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from . import _core
 from ._core import Artifact
@@ -22,12 +25,35 @@ if TYPE_CHECKING:
     import polars
     import pyarrow
 
-__all__ = ["Artifact", "ArtifactWriter", "Store", "VerifyReport", "DEFAULT_ROOT"]
+__all__ = [
+    "DEFAULT_GC_GRACE",
+    "DEFAULT_ROOT",
+    "Artifact",
+    "ArtifactWriter",
+    "CorruptBlob",
+    "GcReport",
+    "IntegrityReport",
+    "MissingBlob",
+    "OrphanedBlob",
+    "RetentionReport",
+    "Store",
+    "StoreStats",
+    "VerifyReport",
+]
 
 #: Where the embedded default store lives, relative to the working directory.
 DEFAULT_ROOT = ".runstash"
 
+#: How long an unreferenced blob is left alone by :meth:`Store.gc`, counted from when it got
+#: its name. A writer stores its blob first and appends its record after, so a fresh blob
+#: without a record is most likely a write in progress, not garbage.
+DEFAULT_GC_GRACE = timedelta(minutes=15)
+
 PathArg = str | os.PathLike[str]
+Grace = float | int | timedelta
+Per = Literal["run", "graph", "node"]
+#: ``progress(done, total, bytes_done, total_bytes)`` of :meth:`Store.verify_report`.
+VerifyProgress = Callable[[int, int, int, int], object]
 BlobRef = str | Artifact
 LabelValue = str | int | float | bool
 Labels = dict[str, LabelValue]
@@ -98,6 +124,188 @@ class VerifyReport:
     def ok(self) -> bool:
         """True when every blob hashed to its name and nothing stray was found."""
         return not self.corrupt and not self.stray
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Space accounting of a store, from :meth:`Store.stats`. Sizes are in bytes (file sizes,
+    not disk blocks)."""
+
+    #: Live artifact records.
+    records: int
+    #: Sum of the sizes of the live records: what the data would take without dedup.
+    live_bytes: int
+    #: Distinct blobs named by live records, and their bytes: the data after dedup.
+    blob_count: int
+    blob_bytes: int
+    #: ``live_bytes / blob_bytes`` (1.0 for an empty store).
+    dedup_ratio: float
+    #: Blob files on disk, live or not, and their bytes.
+    disk_blobs: int
+    disk_bytes: int
+    #: Blob files nothing live names: what :meth:`Store.gc` can reclaim.
+    orphan_blobs: int
+    orphan_bytes: int
+    #: Blobs that live records name but the store lacks (see :meth:`Store.verify_report`).
+    missing_blobs: int
+    #: Files under ``blobs/`` that are not named like a blob.
+    stray_files: int
+    #: Entries left in ``staging/``: staged files never ingested, staged directories, and
+    #: temp files of writers (running, or killed and not yet cleaned), with their bytes.
+    staging_files: int
+    staging_bytes: int
+    #: The index on disk (log segments and snapshots).
+    index_bytes: int
+
+    def to_dict(self) -> dict[str, int | float]:
+        """The fields as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What :meth:`Store.gc` deleted or, in a dry run, would delete."""
+
+    dry_run: bool
+    #: Files under ``blobs/`` looked at.
+    scanned: int
+    #: Hashes of the blobs deleted (would be deleted), and their bytes.
+    deleted: tuple[str, ...]
+    deleted_bytes: int
+    #: Unreferenced blobs kept because they got their name within the grace period.
+    recent: int
+    recent_bytes: int
+    #: Candidates found live (or published again) when re-checked under the index lock.
+    revived: int
+    #: Whether the index was compacted first (only when something was deleted).
+    compacted: bool
+
+    @property
+    def deleted_count(self) -> int:
+        """How many blobs were deleted (would be)."""
+        return len(self.deleted)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready)."""
+        d = dataclasses.asdict(self)
+        d["deleted"] = list(self.deleted)
+        d["deleted_count"] = self.deleted_count
+        return d
+
+
+@dataclass(frozen=True)
+class MissingBlob:
+    """A blob that live records name but the store does not have."""
+
+    hash: str
+    #: Ids of the live records naming it (for a file of a directory artifact, the directory's).
+    records: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CorruptBlob:
+    """A blob file whose bytes no longer hash to its name."""
+
+    hash: str
+    path: str
+
+
+@dataclass(frozen=True)
+class OrphanedBlob:
+    """A blob file that nothing live names (garbage for :meth:`Store.gc`, not damage)."""
+
+    hash: str
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """What :meth:`Store.verify_report` found: every blob re-hashed and compared with the
+    index."""
+
+    #: Blob files re-hashed, and their bytes.
+    checked: int
+    checked_bytes: int
+    missing: tuple[MissingBlob, ...]
+    corrupt: tuple[CorruptBlob, ...]
+    orphaned: tuple[OrphanedBlob, ...]
+    #: Files under ``blobs/`` that are not named like a blob.
+    stray: tuple[str, ...]
+    #: ``(path, reason)``: blob files that could not be read, live directory manifests that
+    #: do not parse.
+    unreadable: tuple[tuple[str, str], ...]
+
+    @property
+    def intact(self) -> bool:
+        """True when no live data is damaged: nothing missing, corrupt or unreadable."""
+        return not (self.missing or self.corrupt or self.unreadable)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing at all was found (orphans and stray files included)."""
+        return self.intact and not self.orphaned and not self.stray
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain dicts and lists (JSON-ready)."""
+        d = dataclasses.asdict(self)
+        for k in ("stray", "unreadable"):
+            d[k] = [list(x) if isinstance(x, tuple) else x for x in d[k]]
+        d["intact"] = self.intact
+        d["ok"] = self.ok
+        return d
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    """What :meth:`Store.keep_best` deleted or, in a dry run, would delete."""
+
+    dry_run: bool
+    #: Ids of the records deleted (would be).
+    deleted: tuple[str, ...]
+    #: Records kept for being in the top ``k`` of their group.
+    kept: int
+    #: Records beyond the top ``k`` kept because they are pinned.
+    kept_pinned: int
+    #: Matching records without the metric: they cannot be ranked and are kept.
+    unranked: int
+    #: Groups the matching records fell into.
+    groups: int
+    #: The garbage collection that followed (in a dry run: what it would reclaim once the
+    #: records are gone).
+    gc: GcReport
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain dicts and lists (JSON-ready)."""
+        d = dataclasses.asdict(self)
+        d["deleted"] = list(self.deleted)
+        d["gc"] = self.gc.to_dict()
+        return d
+
+
+def _grace_seconds(grace: Grace) -> float:
+    if isinstance(grace, timedelta):
+        secs = grace.total_seconds()
+    elif isinstance(grace, int | float) and not isinstance(grace, bool):
+        secs = float(grace)
+    else:
+        raise TypeError(f"grace must be seconds or a timedelta, not {type(grace).__name__}")
+    if not math.isfinite(secs) or secs < 0:
+        raise InvalidArgumentError(f"grace must be a non-negative duration, got {grace!r}")
+    return secs
+
+
+def _gc_report(d: dict[str, Any]) -> GcReport:
+    return GcReport(
+        dry_run=d["dry_run"],
+        scanned=d["scanned"],
+        deleted=tuple(h for h, _ in d["deleted"]),
+        deleted_bytes=d["deleted_bytes"],
+        recent=d["recent"],
+        recent_bytes=d["recent_bytes"],
+        revived=d["revived"],
+        compacted=d["compacted"],
+    )
 
 
 class _RawBlobWriter(io.RawIOBase):
@@ -573,6 +781,92 @@ class Store:
             return self._core.verify(_ref(ref))
         checked, corrupt, stray = self._core.verify_all()
         return VerifyReport(checked, corrupt, stray)
+
+    # -- operations -----------------------------------------------------------------------
+
+    def stats(self) -> StoreStats:
+        """Space accounting: records and their bytes, blobs after dedup, orphans, staging
+        leftovers (see :class:`StoreStats`). Reads the index and one ``stat`` per blob file;
+        hashes nothing."""
+        return StoreStats(**self._core.stats())
+
+    def verify_report(self, progress: VerifyProgress | None = None) -> IntegrityReport:
+        """Re-hash every blob and compare the store with its index: blobs that live records
+        name but the store lacks (missing), blobs whose bytes do not match their hash
+        (corrupt), blobs nothing live names (orphaned: reclaimable, not damage), stray files.
+
+        ``progress(done, total, bytes_done, total_bytes)`` is called at most every 0.1 s and
+        after the last blob (the GIL is released in between); an exception it raises stops
+        the check and propagates."""
+        d = self._core.verify_report(progress)
+        return IntegrityReport(
+            checked=d["checked"],
+            checked_bytes=d["checked_bytes"],
+            missing=tuple(MissingBlob(h, tuple(ids)) for h, ids in d["missing"]),
+            corrupt=tuple(CorruptBlob(h, p) for h, p in d["corrupt"]),
+            orphaned=tuple(OrphanedBlob(h, p, n) for h, p, n in d["orphaned"]),
+            stray=tuple(d["stray"]),
+            unreadable=tuple((p, why) for p, why in d["unreadable"]),
+        )
+
+    def gc(self, *, dry_run: bool = True, grace: Grace = DEFAULT_GC_GRACE) -> GcReport:
+        """Delete blob files that no live record names (garbage collection).
+
+        Safe defaults: ``dry_run=True`` only reports what would be deleted; pass
+        ``dry_run=False`` to delete. Blobs that got their name less than ``grace`` ago (a
+        :class:`~datetime.timedelta` or seconds; default :data:`DEFAULT_GC_GRACE`, 15 minutes)
+        are kept even when unreferenced: they may belong to a write whose record is not
+        appended yet. Pinned and live records' blobs, and the files of live directory
+        artifacts, are never deleted. Other processes may keep writing meanwhile: each
+        deletion is re-checked under the index lock. The index is compacted first when
+        something is deleted."""
+        return _gc_report(self._core.gc(bool(dry_run), _grace_seconds(grace)))
+
+    def keep_best(
+        self,
+        *,
+        kind: str,
+        metric: str,
+        mode: str,
+        k: int,
+        per: Per | None = None,
+        labels: Labels | None = None,
+        run_id: str | None = None,
+        graph_id: str | None = None,
+        node_id: str | None = None,
+        project_id: str | None = None,
+        dry_run: bool = True,
+        grace: Grace = DEFAULT_GC_GRACE,
+    ) -> RetentionReport:
+        """Retention: keep the ``k`` best records of ``kind`` by ``metric`` (``mode`` ``"max"``
+        or ``"min"``) in each group, delete the rest, never a pinned one; then :meth:`gc`.
+
+        Groups (``per``): ``None``, all matching records together; ``"run"``, by run id;
+        ``"graph"``, by (run id, graph id); ``"node"``, by (run id, graph id, node id).
+        Pinned records count towards the top ``k``, and pinned records beyond it are kept
+        too. Records without the metric cannot be ranked and are kept. ``dry_run=True`` (the
+        default) deletes nothing and reports what would go, including what gc would then
+        reclaim. Blobs of records written less than ``grace`` ago stay until a later gc."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise InvalidArgumentError(f"k must be a non-negative int, got {k!r}")
+        if per not in (None, "run", "graph", "node"):
+            raise InvalidArgumentError(f'per must be None, "run", "graph" or "node", got {per!r}')
+        secs = _grace_seconds(grace)
+        f = _filter(kind, labels, run_id, graph_id, node_id, project_id, None)
+        plan = self._core.keep_best(f, metric, mode, k, per or "all", bool(dry_run))
+        if dry_run:
+            gc = self._core.gc(True, secs, plan["delete"])
+        else:
+            gc = self._core.gc(False, secs)
+        return RetentionReport(
+            dry_run=bool(dry_run),
+            deleted=tuple(plan["delete"]),
+            kept=plan["kept"],
+            kept_pinned=plan["kept_pinned"],
+            unranked=plan["unranked"],
+            groups=plan["groups"],
+            gc=_gc_report(gc),
+        )
 
 
 def _label_text(v: LabelValue) -> str:

@@ -5,17 +5,26 @@
 //! - [`blobs`]: the content-addressed blob store.
 //! - [`store`]: a store root, its metadata and layout.
 //! - [`paths`]: validation of caller-supplied names and paths.
+//! - [`live`], [`gc`], [`audit`], [`retention`]: what is live, garbage collection, stats and
+//!   verification, keep-best retention.
 
 pub mod atomic;
+pub mod audit;
 pub mod blobs;
 pub mod error;
+pub mod gc;
 pub mod hash;
 pub mod index;
+pub mod live;
 pub mod paths;
+pub mod retention;
 pub mod store;
 
 pub use atomic::{AtomicFile, Durability, write_atomic};
+pub use audit::{IntegrityReport, MissingBlob, StoreStats, VerifyProgress};
 pub use blobs::{BlobInfo, BlobStore, BlobWriter, VerifyReport};
 pub use error::{Error, ErrorKind, Result};
+pub use gc::GcReport;
 pub use hash::{Digest, HashAlgo, Hasher, hash_bytes, hash_file};
+pub use retention::{Per, RetentionPlan};
 pub use store::{OpenOptions, Store, StoreMeta};

@@ -118,6 +118,16 @@ impl SharedIndex {
         Ok(f(&st.mem))
     }
 
+    /// Runs `f` on the newest state while holding the index lock, so that no process can
+    /// append meanwhile: what `f` sees stays the whole truth until it returns. Appends nothing
+    /// and syncs nothing. Garbage collection deletes blobs inside it, re-checking liveness.
+    pub fn locked<R>(&self, f: impl FnOnce(&MemIndex) -> Result<R>) -> Result<R> {
+        let mut st = self.state.lock();
+        let _l = self.lock()?;
+        self.catch_up(&mut st, true)?;
+        f(&st.mem)
+    }
+
     /// Appends `ops` (checked first against the newest state) and applies them.
     ///
     /// `check` runs under the lock after catching up; an error from it appends nothing.
@@ -197,14 +207,6 @@ impl SharedIndex {
             self.compact()?;
         }
         Ok(())
-    }
-
-    /// Runs `f` under the index lock on the newest state, appending nothing.
-    pub fn locked<R>(&self, f: impl FnOnce(&MemIndex) -> Result<R>) -> Result<R> {
-        let mut st = self.state.lock();
-        let _l = self.lock()?;
-        self.catch_up(&mut st, true)?;
-        f(&st.mem)
     }
 
     /// The bytes of a blob packed into the log, or `None` when it was not packed.

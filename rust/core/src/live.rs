@@ -1,0 +1,192 @@
+//! What is live: the blobs that live records name, and the one door to "is this blob here".
+//!
+//! A blob is live when a live record names it, or when it is a file of a live directory
+//! artifact (a record whose mime is [`TREE_MIME`]: its bytes are a manifest listing the
+//! file blobs by hash; `python/runstash/facade.py` writes them). Everything else under
+//! `blobs/` is an orphan: garbage collection may delete it, `verify` reports it.
+//!
+//! Invariants:
+//! - Presence of a blob is asked through [`Store::has_blob`] only, never by looking at `blobs/`
+//!   directly: a blob need not be a file of its own (small payloads are packed into the index
+//!   log), and that method is where this knowledge belongs.
+//! - A manifest that cannot be read leaves its members unknown; callers that delete (gc)
+//!   must then refuse, callers that report (stats, verify) report it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use crate::error::{ErrorKind, Result};
+use crate::hash::Digest;
+use crate::index::{ArtifactId, MemIndex};
+use crate::store::Store;
+
+/// The mime type of a directory artifact's manifest (same string as `facade.TREE_MIME`).
+pub const TREE_MIME: &str = "application/vnd.runstash.tree+json";
+
+/// The blobs live records name, as seen in one state of the index.
+#[derive(Debug, Default, Clone)]
+pub struct LiveSet {
+    /// Live records seen.
+    pub records: u64,
+    /// Sum of the sizes of the live records (a blob named twice counts twice).
+    pub live_bytes: u64,
+    /// Digest -> (size, how many live records name it).
+    pub named: HashMap<Digest, (u64, u64)>,
+    /// Live directory artifacts: (record id, manifest digest).
+    pub trees: Vec<(ArtifactId, Digest)>,
+    /// Blobs listed by the manifests of live directory artifacts.
+    pub members: HashSet<Digest>,
+    /// Manifests of live directory artifacts that could not be read or parsed.
+    pub unreadable_trees: Vec<(Digest, String)>,
+}
+
+impl LiveSet {
+    /// The records of `m`, leaving out those in `except` (a preview of deleting them).
+    /// Manifests are not read here: call [`Store::resolve_trees`] after.
+    pub fn of_index(m: &MemIndex, except: &HashSet<ArtifactId>) -> LiveSet {
+        let tree_mime = m.strings.lookup(TREE_MIME);
+        let mut live = LiveSet::default();
+        for r in m.iter() {
+            if except.contains(&r.id) {
+                continue;
+            }
+            live.records += 1;
+            live.live_bytes += r.size;
+            let e = live.named.entry(r.digest).or_insert((r.size, 0));
+            e.1 += 1;
+            if tree_mime.is_some() && r.mime.get() == tree_mime {
+                live.trees.push((r.id, r.digest));
+            }
+        }
+        live
+    }
+
+    /// Whether a blob is named by a live record or listed by a live directory artifact.
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.named.contains_key(d) || self.members.contains(d)
+    }
+
+    /// Distinct blobs named by live records, and their bytes (the store's data after dedup).
+    pub fn distinct(&self) -> (u64, u64) {
+        let bytes = self.named.values().map(|&(size, _)| size).sum();
+        (self.named.len() as u64, bytes)
+    }
+}
+
+/// Parsed manifests by their digest: manifests are content-addressed, so never stale.
+pub type ManifestCache = HashMap<Digest, Vec<Digest>>;
+
+/// A file under `blobs/`, as a walk found it.
+#[derive(Debug, Clone)]
+pub struct BlobFile {
+    pub path: PathBuf,
+    /// `None` when the name is not a blob name (a stray file).
+    pub digest: Option<Digest>,
+    pub size: u64,
+    /// When the file got its blob name: the later of mtime and ctime. A rename or link (how a
+    /// blob is published) sets ctime, so a file written long ago in `staging/` and ingested
+    /// just now counts as new.
+    pub named_at: SystemTime,
+}
+
+impl Store {
+    /// Re-hashes one blob *file*: `Some(true)` intact, `Some(false)` its bytes no longer hash
+    /// to its name, `None` no such file. (Packed blobs: [`Store::verify_blob`].)
+    pub fn check_blob(&self, d: &Digest) -> Result<Option<bool>> {
+        match self.blobs().verify(d) {
+            Ok(ok) => Ok(Some(ok)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file blobs listed by a directory artifact's manifest.
+    pub fn tree_members(&self, manifest: &Digest) -> Result<Vec<Digest>> {
+        let bytes = self.read_blob(manifest, false)?;
+        parse_manifest(&bytes)
+    }
+
+    /// Reads the manifests of `live.trees` (through `cache`) into `live.members`.
+    pub fn resolve_trees(&self, live: &mut LiveSet, cache: &mut ManifestCache) {
+        for (_, d) in &live.trees {
+            if !cache.contains_key(d) {
+                match self.tree_members(d) {
+                    Ok(members) => {
+                        cache.insert(*d, members);
+                    }
+                    Err(e) => {
+                        live.unreadable_trees.push((*d, e.message().to_string()));
+                        continue;
+                    }
+                }
+            }
+            live.members.extend(cache[d].iter().copied());
+        }
+        live.unreadable_trees.sort();
+        live.unreadable_trees.dedup();
+    }
+
+    /// Every file under `blobs/` with its size and naming time. Files that vanish during the
+    /// walk (deleted by a concurrent gc) are left out.
+    pub fn blob_files(&self) -> Result<Vec<BlobFile>> {
+        let mut out = Vec::new();
+        for (path, digest) in self.blobs().walk()? {
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(crate::Error::io("stat", &path, e)),
+            };
+            out.push(BlobFile {
+                size: meta.len(),
+                named_at: named_at(&meta),
+                path,
+                digest,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The later of a file's mtime and ctime.
+pub(crate) fn named_at(meta: &std::fs::Metadata) -> SystemTime {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = SystemTime::UNIX_EPOCH
+        + std::time::Duration::new(
+            meta.ctime().max(0) as u64,
+            meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+        );
+    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    ctime.max(mtime)
+}
+
+/// The file hashes of a tree manifest: `{"format": "runstash.tree/1", "files": [{"hash"}…]}`.
+fn parse_manifest(bytes: &[u8]) -> Result<Vec<Digest>> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        hash: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        files: Vec<Entry>,
+    }
+    let m: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| crate::Error::corrupt(format!("not a directory manifest: {e}")))?;
+    m.files.iter().map(|e| e.hash.parse()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_parse_or_fail_clearly() {
+        let d = crate::hash_bytes(crate::HashAlgo::Blake3, b"x");
+        let text = format!(
+            r#"{{"files":[{{"hash":"{d}","path":"a","size":1}}],"format":"runstash.tree/1"}}"#
+        );
+        assert_eq!(parse_manifest(text.as_bytes()).unwrap(), vec![d]);
+        assert!(parse_manifest(b"{}").is_err());
+        assert!(parse_manifest(br#"{"files":[{"hash":"md5:00"}]}"#).is_err());
+    }
+}
