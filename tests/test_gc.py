@@ -352,4 +352,10 @@ def test_packed_blobs_are_live_verified_and_never_gc_files(tmp_path: Path) -> No
     assert report.ok and report.checked == 1, report
     g = s.gc(dry_run=False, grace=0)
     assert g.scanned == 0 and g.deleted == ()
+    assert g.compacted, "deleted packed bytes are reclaimed by compacting the log"
     assert s.read_bytes(keep, verify=True) == b"packed and live"
+    assert not s.exists(gone.hash)
+    s.delete(keep.id)
+    s.gc(dry_run=False, grace=0)
+    segments = sorted(Path(s.root, "index").glob("log-*"))
+    assert len(segments) == 1 and b"packed and live" not in segments[0].read_bytes()

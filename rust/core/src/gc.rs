@@ -4,8 +4,9 @@
 //! 1. Walk `blobs/` and read the index, without the lock: the candidates are blob files that
 //!    no live record names (nor a live directory artifact lists) and that got their name more
 //!    than `grace` ago. This is the slow part and blocks nobody.
-//! 2. Compact the index (only when something is to be deleted), so the log that remains names
-//!    no record that was deleted.
+//! 2. Compact the index (only when something is to be deleted, or when deleted records left
+//!    packed bytes in the log), so the log that remains names no record that was deleted and
+//!    log segments that hold no live packed bytes go.
 //! 3. For each chunk of candidates, under the index lock ([`SharedIndex::locked`]), after
 //!    applying every frame other processes appended: recompute what is live, and delete a
 //!    candidate only if it is still not live and still older than the grace period (a blob
@@ -72,7 +73,9 @@ impl Store {
             ));
         }
         let mut plan = self.gc_plan(grace, assume_deleted)?;
-        if dry_run || plan.candidates.is_empty() {
+        // Packed bytes of deleted records go with the log segments compaction lets go.
+        let dead_packed = !dry_run && self.index().read(|m| m.has_dead_packed())?;
+        if dry_run || (plan.candidates.is_empty() && !dead_packed) {
             plan.report.dry_run = dry_run;
             for (d, _, size) in std::mem::take(&mut plan.candidates) {
                 plan.report.deleted.push((d, size));

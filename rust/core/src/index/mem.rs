@@ -189,6 +189,11 @@ impl MemIndex {
         self.packed = self.live_packed().into_iter().collect();
     }
 
+    /// Whether some packed bytes are named by no live record (compaction may reclaim them).
+    pub fn has_dead_packed(&self) -> bool {
+        self.packed.len() > self.live_packed().len()
+    }
+
     /// The packed blobs that live records name, for a snapshot.
     pub fn live_packed(&self) -> Vec<([u8; 32], BlobLoc)> {
         if self.packed.is_empty() {
