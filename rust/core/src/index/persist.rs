@@ -373,6 +373,18 @@ fn load(dir: &Path, durability: Durability) -> Result<State> {
         None => (0, MemIndex::default()),
     };
     logs.retain(|&g| g >= base);
+    // Compaction writes snap-<g> before it deletes the files before <g>, so the oldest segment
+    // is always log-1 or the newest snapshot's own. A later one means that snapshot is gone:
+    // opening without it would silently drop every record it held.
+    if let Some(&first) = logs.first()
+        && first > base.max(1)
+    {
+        return Err(Error::corrupt(format!(
+            "{} is missing: {} starts after it and the segments before it are gone",
+            dir.join(snapshot_name(first)).display(),
+            segment_name(first)
+        )));
+    }
     if logs.is_empty() {
         logs.push(base.max(1));
     }
