@@ -196,10 +196,12 @@ impl SharedIndex {
         let mut buf = Vec::new();
         push_frame(&mut buf, &e.0);
         let old_path = self.dir.join(segment_name(old));
+        // `offset` stays before the seal until the next segment is open: if a later step
+        // fails (a full disk), the next append meets the seal and follows it, creating the
+        // successor, instead of writing after the seal where no replay would ever look.
         st.seg
             .write_all_at(&buf, st.offset)
             .ctx("append to", &old_path)?;
-        st.offset += buf.len() as u64;
         if self.durability == Durability::Fsync {
             st.seg.sync_data().ctx("fsync", &old_path)?;
         }
