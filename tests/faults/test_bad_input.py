@@ -294,3 +294,21 @@ def test_newer_store_format_writes_nothing(ws: Workspace) -> None:
     (root / "blobs-moved-by-newer-version").rename(root / "blobs")
     with runstash.Store(root, durability="os") as s:
         assert s.count() == count
+
+
+def test_not_found_errors_keep_their_message(ws: Workspace) -> None:
+    """A missing blob is a NotFoundError whose text says which blob (an OSError with a file
+    name but no errno used to print only "[Errno None] None: '<path>'")."""
+    missing = runstash.hash_bytes(b"never stored")
+    for call in (
+        lambda: ws.store.read_bytes(missing),
+        lambda: ws.store.read_bytes(missing, verify=True),
+        lambda: ws.store.verify(missing),
+        lambda: ws.store.open(missing),
+        lambda: ws.store.record_many(missing, [{"kind": "x"}]),
+        lambda: ws.store.delete("01M848VAJ700HA800074NHXPTX"),
+    ):
+        err = refused(ws, runstash.NotFoundError, call)
+        assert err.errno == errno.ENOENT
+        assert "None" not in str(err), str(err)
+        assert "no blob" in str(err) or "no artifact" in str(err) or "stat" in str(err), str(err)
