@@ -287,7 +287,7 @@ impl SharedIndex {
 /// Applies the whole frames of `buf` from `pos` on. Stops after a seal or at the first frame
 /// that is torn, fails its checksum or does not decode. Returns the offset reached, the seal's
 /// next generation if one was met, and whether it stopped at a bad frame.
-fn replay(mem: &mut MemIndex, buf: &[u8], mut pos: usize) -> (usize, Option<u64>, bool) {
+pub(super) fn replay(mem: &mut MemIndex, buf: &[u8], mut pos: usize) -> (usize, Option<u64>, bool) {
     loop {
         match next_frame(buf, pos) {
             Frame::Ok(payload, next) => match decode_op(payload) {

@@ -22,6 +22,14 @@ const SNAP_MAGIC: &[u8] = b"runstash-snapshot";
 const CHUNK: usize = 4096;
 
 pub fn write_snapshot(dir: &Path, gen_: u64, mem: &MemIndex, durability: Durability) -> Result<()> {
+    let out = encode_snapshot(gen_, mem);
+    let mut f = AtomicFile::create_in(dir, durability, None, 0o644, "")?;
+    f.write_all(&out)?;
+    f.commit_replace(&dir.join(snapshot_name(gen_)))
+}
+
+/// The bytes of `snap-<gen_>` for `mem`.
+pub fn encode_snapshot(gen_: u64, mem: &MemIndex) -> Vec<u8> {
     let strings = mem.strings.strings();
     let mut out = Vec::with_capacity(64 + mem.len() * 96);
     let mut e = Enc::default();
@@ -56,16 +64,22 @@ pub fn write_snapshot(dir: &Path, gen_: u64, mem: &MemIndex, durability: Durabil
     e.bytes(b"end");
     e.u64(mem.len() as u64);
     push_frame(&mut out, &e.0);
-
-    let mut f = AtomicFile::create_in(dir, durability, None, 0o644, "")?;
-    f.write_all(&out)?;
-    f.commit_replace(&dir.join(snapshot_name(gen_)))
+    out
 }
 
 pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
     let buf = std::fs::read(path).ctx("read snapshot", path)?;
+    decode_snapshot(&buf, path)
+}
+
+/// The smallest encoding of a snapshot record (an id, a digest and one byte for each other
+/// field): a bound on how many records a buffer can hold.
+const MIN_RECORD_BYTES: usize = 61;
+
+/// Decodes the bytes of a snapshot file (`path` only names it in errors).
+pub fn decode_snapshot(buf: &[u8], path: &Path) -> Result<(u64, MemIndex)> {
     let bad = |why: &str| Error::corrupt(format!("snapshot {} is corrupt: {why}", path.display()));
-    let Frame::Ok(head, mut off) = next_frame(&buf, 0) else {
+    let Frame::Ok(head, mut off) = next_frame(buf, 0) else {
         return Err(bad("no header"));
     };
     let mut d = Dec::new(head);
@@ -83,18 +97,20 @@ pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
     let nrec = d.u64()? as usize;
     let nstr = d.u64()? as usize;
 
-    let Frame::Ok(table, next) = next_frame(&buf, off) else {
+    let Frame::Ok(table, next) = next_frame(buf, off) else {
         return Err(bad("string table"));
     };
     off = next;
     let mut d = Dec::new(table);
-    let mut strings: Vec<Arc<str>> = Vec::with_capacity(nstr.min(1 << 24));
+    // The counts come from the file: reserve no more than its bytes can hold (a string takes
+    // at least one byte), so a damaged count cannot ask for gigabytes.
+    let mut strings: Vec<Arc<str>> = Vec::with_capacity(nstr.min(table.len()));
     for _ in 0..nstr {
         strings.push(Arc::from(d.str()?));
     }
-    let mut records = Vec::with_capacity(nrec.min(1 << 26));
+    let mut records = Vec::with_capacity(nrec.min(buf.len() / MIN_RECORD_BYTES));
     loop {
-        let Frame::Ok(payload, next) = next_frame(&buf, off) else {
+        let Frame::Ok(payload, next) = next_frame(buf, off) else {
             return Err(bad("truncated or damaged record frame"));
         };
         off = next;
