@@ -80,13 +80,14 @@ def _free(path: Path) -> int:
 def _fill(path: Path, leave: int) -> None:
     """Writes `path` until the filesystem is full, then gives back `leave` bytes."""
     chunk = b"\xee" * (64 << 10)
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(chunk)
-                f.flush()
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while True:
+            os.write(fd, chunk)  # unbuffered: a short write, then ENOSPC
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
     size = path.stat().st_size
     os.truncate(path, max(0, size - leave))
 
