@@ -310,7 +310,9 @@ class ArtifactFacade:
         if not root.is_dir():
             raise InvalidArgumentError(f"ingest_dir: not a directory: {staged_dir}")
         real_root = root.resolve()
-        files = []
+        # Every check comes before the first byte is stored, so a refused directory (a link
+        # out of the tree, bad metadata) leaves no blob behind.
+        paths = []
         for dirpath, dirnames, filenames in os.walk(root):
             for d in dirnames:
                 p = Path(dirpath, d)
@@ -320,15 +322,24 @@ class ArtifactFacade:
                 p = Path(dirpath, f)
                 if p.is_symlink():
                     self._check_link(p, real_root)
-                if not p.is_file():
-                    continue
+                if p.is_file():
+                    paths.append(p)
+        # Opening the manifest's writer checks the metadata (it writes nothing yet).
+        manifest_writer = self.store._core.writer(".json", meta)
+        try:
+            files = []
+            for p in paths:
                 digest, size = self.store._core.save_blob(p)
                 files.append({"path": p.relative_to(root).as_posix(), "size": size, "hash": digest})
-        files.sort(key=lambda e: e["path"])
-        manifest = json.dumps(
-            {"format": "runstash.tree/1", "files": files}, sort_keys=True, separators=(",", ":")
-        ).encode()
-        art = self.store._core.put_bytes(manifest, meta)
+            files.sort(key=lambda e: e["path"])
+            manifest = json.dumps(
+                {"format": "runstash.tree/1", "files": files}, sort_keys=True, separators=(",", ":")
+            ).encode()
+            manifest_writer.write(manifest)
+            art = manifest_writer.commit()
+        except BaseException:
+            manifest_writer.abort()
+            raise
         staging = Path(self.store._core.staging_dir).resolve()
         if cleanup and real_root.parent == staging:
             shutil.rmtree(real_root)

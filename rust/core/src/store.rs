@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{AtomicFile, Durability, clean_stale_temps};
+use crate::atomic::{AtomicFile, Durability, clean_stale_temps, fsync_dir};
 use crate::blobs::BlobStore;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::hash::{Digest, HashAlgo, hash_bytes};
@@ -95,7 +95,7 @@ impl Store {
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(root).ctx("create store root", root)?;
+                create_root(root, opts.durability)?;
             }
             Err(e) => return Err(Error::io("stat", root, e)),
         }
@@ -107,9 +107,18 @@ impl Store {
         };
         check_meta(&meta, &meta_path, opts.hash)?;
         let algo: HashAlgo = meta.hash.parse()?;
+        let mut made = false;
         for sub in ["blobs", "staging", "index"] {
             let p = root.join(sub);
-            std::fs::create_dir_all(&p).ctx("create directory", &p)?;
+            match std::fs::create_dir(&p) {
+                Ok(()) => made = true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => {}
+                Err(e) => return Err(Error::io("create directory", &p, e)),
+            }
+        }
+        if made && opts.durability == Durability::Fsync {
+            // Otherwise a power cut may take `index/` (and every acknowledged record) with it.
+            fsync_dir(&root)?;
         }
         // Leftover temps of crashed writers are garbage by construction (never published).
         clean_stale_temps(&root.join("staging"))?;
@@ -419,6 +428,27 @@ fn into_records(ops: Vec<Op>) -> Vec<OwnedRecord> {
             _ => None,
         })
         .collect()
+}
+
+/// Creates a store root and any missing parents; in durable mode their names are fsynced
+/// into their parents, so that a power cut cannot take the whole new store away.
+fn create_root(root: &Path, durability: Durability) -> Result<()> {
+    let abs = std::path::absolute(root).ctx("resolve", root)?;
+    let existing = abs
+        .ancestors()
+        .skip(1)
+        .find(|a| a.is_dir())
+        .map(Path::to_path_buf);
+    std::fs::create_dir_all(&abs).ctx("create store root", root)?;
+    if durability == Durability::Fsync {
+        for dir in abs.ancestors().skip(1) {
+            fsync_dir(dir)?;
+            if Some(dir) == existing.as_deref() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn known(m: &crate::index::MemIndex, id: ArtifactId) -> Result<()> {

@@ -54,8 +54,16 @@ fn to_pyerr(e: core::Error) -> PyErr {
             ErrorKind::Io => &classes[5],
         };
         let cls = cls.bind(py);
-        // OSError subclasses take (errno, strerror) and then expose .errno / .strerror.
-        let made = match e.os_errno() {
+        // OSError subclasses take (errno, strerror) and then expose .errno / .strerror. A
+        // missing or existing thing that did not come from the OS still gets its errno: an
+        // OSError with a filename but no errno prints "[Errno None] None: '<path>'", which
+        // drops the message.
+        let errno = e.os_errno().or(match e.kind() {
+            ErrorKind::NotFound => Some(2),       // ENOENT
+            ErrorKind::AlreadyExists => Some(17), // EEXIST
+            _ => None,
+        });
+        let made = match errno {
             Some(errno) => cls.call1((errno, e.message().to_string())),
             None => cls.call1((e.message().to_string(),)),
         };

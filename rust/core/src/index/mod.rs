@@ -6,8 +6,11 @@
 //! - [`log`]: framed, checksummed log segments and their recovery.
 //! - [`snapshot`]: compacted snapshots, written atomically.
 //! - [`persist`]: `SharedIndex`, which keeps memory and disk in step across processes.
+//! - `fuzz`: entry points for fuzzing the decoders (hidden from the docs).
 
 pub mod codec;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod log;
 pub mod mem;
 pub mod persist;

@@ -300,10 +300,12 @@ impl SharedIndex {
         let mut buf = Vec::new();
         push_frame(&mut buf, &e.0);
         let old_path = self.dir.join(segment_name(old));
+        // `offset` stays before the seal until the next segment is open: if a later step
+        // fails (a full disk), the next append meets the seal and follows it, creating the
+        // successor, instead of writing after the seal where no replay would ever look.
         st.seg
             .write_all_at(&buf, st.offset)
             .ctx("append to", &old_path)?;
-        st.offset += buf.len() as u64;
         if self.durability == Durability::Fsync {
             st.seg.sync_data().ctx("fsync", &old_path)?;
         }
@@ -397,7 +399,7 @@ impl SharedIndex {
 /// Stops after a seal or at the first frame that is torn, fails its checksum or does not
 /// decode. Returns the offset reached, the seal's next generation if one was met, and whether
 /// it stopped at a bad frame.
-fn replay(
+pub(super) fn replay(
     mem: &mut MemIndex,
     buf: &[u8],
     mut pos: usize,
@@ -509,6 +511,28 @@ fn load(dir: &Path, durability: Durability) -> Result<State> {
         None => (0, MemIndex::default()),
     };
     logs.retain(|&g| g >= base);
+    // Compaction writes snap-<g> before it deletes the files before <g>, so the oldest segment
+    // is always log-1 or the newest snapshot's own. A later one means that snapshot is gone:
+    // opening without it would silently drop every record it held.
+    if let Some(&first) = logs.first()
+        && first > base.max(1)
+    {
+        return Err(Error::corrupt(format!(
+            "{} is missing: {} starts after it and the segments before it are gone",
+            dir.join(snapshot_name(first)).display(),
+            segment_name(first)
+        )));
+    }
+    // Segments after the base follow one another (older ones kept for their packed bytes are
+    // before the base). A gap means files were lost, and so were the operations in them.
+    if let Some(w) = logs.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(Error::corrupt(format!(
+            "{} is missing: {} and {} are there",
+            dir.join(segment_name(w[0] + 1)).display(),
+            segment_name(w[0]),
+            segment_name(w[1])
+        )));
+    }
     if logs.is_empty() {
         logs.push(base.max(1));
     }

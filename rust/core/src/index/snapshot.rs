@@ -30,6 +30,15 @@ pub fn write_snapshot(
     mem: &MemIndex,
     durability: Durability,
 ) -> Result<Vec<u64>> {
+    let (out, gens) = encode_snapshot(gen_, mem);
+    let mut f = AtomicFile::create_in(dir, durability, None, 0o644, "")?;
+    f.write_all(&out)?;
+    f.commit_replace(&dir.join(snapshot_name(gen_)))?;
+    Ok(gens)
+}
+
+/// The bytes of `snap-<gen_>` for `mem`, and the log generations its packed blobs are in.
+pub fn encode_snapshot(gen_: u64, mem: &MemIndex) -> (Vec<u8>, Vec<u64>) {
     let strings = mem.strings.strings();
     let packed = mem.live_packed();
     let mut out = Vec::with_capacity(64 + mem.len() * 96);
@@ -82,17 +91,24 @@ pub fn write_snapshot(
     e.bytes(b"end");
     e.u64(mem.len() as u64);
     push_frame(&mut out, &e.0);
-
-    let mut f = AtomicFile::create_in(dir, durability, None, 0o644, "")?;
-    f.write_all(&out)?;
-    f.commit_replace(&dir.join(snapshot_name(gen_)))?;
-    Ok(gens)
+    (out, gens)
 }
 
 pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
     let buf = std::fs::read(path).ctx("read snapshot", path)?;
+    decode_snapshot(&buf, path)
+}
+
+/// The smallest encoding of a snapshot record (an id, a digest and one byte for each other
+/// field): a bound on how many records a buffer can hold.
+const MIN_RECORD_BYTES: usize = 61;
+/// A packed-blob entry: digest, generation, offset, length.
+const PACKED_ENTRY_BYTES: usize = 56;
+
+/// Decodes the bytes of a snapshot file (`path` only names it in errors).
+pub fn decode_snapshot(buf: &[u8], path: &Path) -> Result<(u64, MemIndex)> {
     let bad = |why: &str| Error::corrupt(format!("snapshot {} is corrupt: {why}", path.display()));
-    let Frame::Ok(head, mut off) = next_frame(&buf, 0) else {
+    let Frame::Ok(head, mut off) = next_frame(buf, 0) else {
         return Err(bad("no header"));
     };
     let mut d = Dec::new(head);
@@ -111,18 +127,20 @@ pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
     let nstr = d.u64()? as usize;
     let npacked = if version >= 2 { d.u64()? as usize } else { 0 };
 
-    let Frame::Ok(table, next) = next_frame(&buf, off) else {
+    let Frame::Ok(table, next) = next_frame(buf, off) else {
         return Err(bad("string table"));
     };
     off = next;
     let mut d = Dec::new(table);
-    let mut strings: Vec<Arc<str>> = Vec::with_capacity(nstr.min(1 << 24));
+    // The counts come from the file: reserve no more than its bytes can hold (a string takes
+    // at least one byte), so a damaged count cannot ask for gigabytes.
+    let mut strings: Vec<Arc<str>> = Vec::with_capacity(nstr.min(table.len()));
     for _ in 0..nstr {
         strings.push(Arc::from(d.str()?));
     }
-    let mut packed = Vec::with_capacity(npacked.min(1 << 24));
+    let mut packed = Vec::with_capacity(npacked.min(buf.len() / PACKED_ENTRY_BYTES));
     while packed.len() < npacked {
-        let Frame::Ok(payload, next) = next_frame(&buf, off) else {
+        let Frame::Ok(payload, next) = next_frame(buf, off) else {
             return Err(bad("truncated or damaged packed-blob frame"));
         };
         off = next;
@@ -140,9 +158,9 @@ pub fn load_snapshot(path: &Path) -> Result<(u64, MemIndex)> {
             return Err(bad("packed-blob frame has trailing bytes"));
         }
     }
-    let mut records = Vec::with_capacity(nrec.min(1 << 26));
+    let mut records = Vec::with_capacity(nrec.min(buf.len() / MIN_RECORD_BYTES));
     loop {
-        let Frame::Ok(payload, next) = next_frame(&buf, off) else {
+        let Frame::Ok(payload, next) = next_frame(buf, off) else {
             return Err(bad("truncated or damaged record frame"));
         };
         off = next;

@@ -1,0 +1,1 @@
+"""Fault tests: power cuts, full disks, corruption, bad input and fuzzing (issue 5)."""
