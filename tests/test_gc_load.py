@@ -33,9 +33,9 @@ import runstash
 from tests.conftest import spawn_python
 
 WRITERS = 8
-# 7,000 per writer (56,000 in all) runs in about a minute on a 2-vCPU VM with a debug build;
-# the issue's 10,000 took 100 s there.
-WRITES = int(os.environ.get("RUNSTASH_LOAD_WRITES", "7000"))
+# 10,000 per writer (80,000 in all, as issue 5 asks): about 45 s on a 2-vCPU VM, debug build
+# (the tiny payloads are packed into the index log, which made it twice as fast as before).
+WRITES = int(os.environ.get("RUNSTASH_LOAD_WRITES", "10000"))
 
 WRITER = r"""
 import json, os, random, sys
