@@ -299,22 +299,10 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::atomic::Durability;
     use crate::index::RecordMeta;
-    use crate::store::OpenOptions;
 
     fn store(name: &str) -> Store {
-        let d = std::env::temp_dir().join(format!("runstash-audit-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Store::open(
-            &d,
-            OpenOptions {
-                hash: None,
-                durability: Durability::Os,
-                ..OpenOptions::default()
-            },
-        )
-        .unwrap()
+        crate::store::test_store(&format!("audit-{name}"))
     }
 
     fn put(s: &Store, data: &[u8]) -> ArtifactId {

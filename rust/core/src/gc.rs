@@ -199,17 +199,7 @@ mod tests {
     use crate::store::OpenOptions;
 
     fn store(name: &str) -> Store {
-        let d = std::env::temp_dir().join(format!("runstash-gc-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Store::open(
-            &d,
-            OpenOptions {
-                hash: None,
-                durability: Durability::Os,
-                ..OpenOptions::default()
-            },
-        )
-        .unwrap()
+        crate::store::test_store(&format!("gc-{name}"))
     }
 
     fn put(s: &Store, data: &[u8], pinned: bool) -> ArtifactId {

@@ -163,22 +163,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::atomic::Durability;
     use crate::index::RecordMeta;
-    use crate::store::OpenOptions;
 
     fn store(name: &str) -> Store {
-        let d = std::env::temp_dir().join(format!("runstash-keep-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Store::open(
-            &d,
-            OpenOptions {
-                hash: None,
-                durability: Durability::Os,
-                ..OpenOptions::default()
-            },
-        )
-        .unwrap()
+        crate::store::test_store(&format!("keep-{name}"))
     }
 
     fn put(s: &Store, run: &str, acc: Option<f64>, pinned: bool) -> ArtifactId {

@@ -420,6 +420,18 @@ impl Store {
     }
 }
 
+/// A new, empty store in `"os"` durability under the temp directory, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_store(name: &str) -> Store {
+    let d = std::env::temp_dir().join(format!("runstash-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let opts = OpenOptions {
+        durability: Durability::Os,
+        ..OpenOptions::default()
+    };
+    Store::open(&d, opts).expect("a store in the temp directory")
+}
+
 /// The records of `Put` operations, handed back without a copy.
 fn into_records(ops: Vec<Op>) -> Vec<OwnedRecord> {
     ops.into_iter()
