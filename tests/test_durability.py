@@ -1,7 +1,7 @@
 """What reaches the disk and when, observed with strace on a real child process.
 
-In "fsync" durability a blob's temp file is fsynced before it is renamed into place and the
-directory that received it is fsynced after; a small payload packed into the index log is
+In "fsync" durability a blob's temp file is fsynced before it is renamed or linked into place
+and the directory that received it is fsynced after; a small payload packed into the index log is
 written there, with its record, in one write that is fdatasynced before the call returns; in
 "os" durability nothing is fsynced at all.
 """
@@ -53,26 +53,32 @@ def traced_calls(tmp_path: Path, durability: str) -> list[tuple[str, str]]:
     return calls
 
 
+def is_publish(name: str, args: str) -> bool:
+    """A rename or link whose target is under blobs/ (writer and ingest link their file and
+    remove its temp name once the record is appended)."""
+    return name.startswith(("rename", "link")) and "/blobs/" in args
+
+
 def test_fsync_before_rename_and_dir_fsync_after(tmp_path: Path) -> None:
     calls = traced_calls(tmp_path, "fsync")
-    publishes = [i for i, (n, a) in enumerate(calls) if n.startswith("rename") and "/blobs/" in a]
+    publishes = [i for i, (n, a) in enumerate(calls) if is_publish(n, a)]
     assert len(publishes) == 4, calls  # put_bytes, save, writer, ingest
     for i in publishes:
         name, args = calls[i]
         src_path = re.findall(r'"([^"]+)"', args)[0]
         dest_path = re.findall(r'"([^"]+)"', args)[1]
         before = [a for n, a in calls[:i] if n in ("fsync", "fdatasync")]
-        assert any(src_path in a for a in before), f"{src_path} not fsynced before rename: {calls}"
+        assert any(src_path in a for a in before), f"{src_path} not fsynced before publish: {calls}"
         after = [a for n, a in calls[i + 1 :] if n == "fsync"]
         dest_dir = str(Path(dest_path).parent)
         assert any(a.rstrip(">").endswith(dest_dir) for a in after), (
-            f"directory {dest_dir} not fsynced after rename: {calls}"
+            f"directory {dest_dir} not fsynced after publish: {calls}"
         )
 
 
 def test_os_durability_never_fsyncs(tmp_path: Path) -> None:
     calls = traced_calls(tmp_path, "os")
-    assert [n for n, _ in calls if n.startswith("rename")], "the trace saw no publish at all"
+    assert [c for c in calls if is_publish(*c)], "the trace saw no publish at all"
     assert [c for c in calls if c[0] in ("fsync", "fdatasync", "syncfs", "sync_file_range")] == []
 
 

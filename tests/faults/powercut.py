@@ -16,7 +16,8 @@ trace of the writer (``strace -f -y``) since the round started:
   this model does not assume it). Changes that are not durable are undone, newest first: all
   of them ("lose-all"), or a random subset ("random"). Undoing a rename moves the file back;
   undoing an unlink brings the name back with the content the file had at the round start
-  (known for index files, which is where it matters), or empty for a temp file.
+  (known for index files, which is where it matters), as a link to the inode's other name
+  when it had one (a staged file linked into blobs/, then unlinked), or empty for a temp file.
 
 Not modelled: reordering inside one synced region, metadata other than names and sizes (mode,
 times), a sync that reports success but did not persist, media errors. Files outside the
@@ -107,6 +108,7 @@ class DirOp:
     old: str = ""  # rename: the old name; link: the source
     durable: bool = False
     base: bytes | None = None  # unlink: the content the name had at the round start
+    alias: str = ""  # unlink: another name of the same inode (a file linked, then unlinked)
 
 
 @dataclass
@@ -169,6 +171,8 @@ class Model:
         if c.ret is None and name not in ("fsync", "fdatasync") and not self._took_effect(c):
             return
         if name in ("mkdir", "mkdirat") and strs:
+            if strs[0] in self.dirs:
+                return  # it was there already: a mkdir the kill cut short changed nothing
             self.dirs.add(strs[0])
             self._dir_op(DirOp("mkdir", strs[0]))
             return
@@ -197,8 +201,16 @@ class Model:
             path = strs[-1]
             is_dir = name == "rmdir" or "AT_REMOVEDIR" in c.args
             state = self.files.pop(path, None)
+            if is_dir:
+                self.dirs.discard(path)
+            alias = next((p for p, f in self.files.items() if state and f is state), "")
             self._dir_op(
-                DirOp("rmdir" if is_dir else "unlink", path, base=state.base if state else None)
+                DirOp(
+                    "rmdir" if is_dir else "unlink",
+                    path,
+                    base=state.base if state else None,
+                    alias=alias,
+                )
             )
             return
         if name in ("fsync", "fdatasync") and fds:
@@ -326,6 +338,9 @@ class Model:
                 return False  # its old directory is gone too
             os.rename(p, op.old)
         elif op.kind == "unlink" and not p.exists() and p.parent.is_dir():
+            if op.base is None and op.alias and os.path.isfile(op.alias):
+                os.link(op.alias, p)  # the inode's other name is still there (newest first)
+                return True
             if op.base is None and ".rstmp." not in p.name:
                 raise ModelError(f"cannot bring back {p}: its content is not known")
             p.write_bytes(op.base or b"")

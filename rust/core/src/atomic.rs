@@ -118,6 +118,17 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<bool> {
     }
 }
 
+/// Links `from` at `to` only if `to` does not exist; `from` keeps its name. Returns
+/// `Ok(false)` when `to` already existed. A `NotFound` error: the directory of `to` (or `from`)
+/// does not exist.
+pub(crate) fn link_noreplace(from: &Path, to: &Path) -> Result<bool> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io("link", to, e)),
+    }
+}
+
 /// Creates an unnamed temp file (`O_TMPFILE`) on the filesystem of `dir`. It has no name until
 /// `link_unnamed_noreplace` gives it one, so an error or a crash (even `kill -9`) leaves nothing
 /// behind to clean. `Ok(None)` when the kernel or filesystem does not support `O_TMPFILE`.
@@ -324,6 +335,20 @@ impl AtomicFile {
             let _ = std::fs::remove_file(&self.tmp);
         }
         self.done = true;
+        if created {
+            self.sync_parent(dest)?;
+        }
+        Ok(created)
+    }
+}
+
+impl AtomicFile {
+    /// Like [`commit_noreplace`](Self::commit_noreplace), but by a hard link: the temp file
+    /// keeps its name (and is removed on drop), so the caller can link it again if the final
+    /// name is removed before the caller is done (a concurrent garbage collection).
+    pub fn link_noreplace(&mut self, dest: &Path) -> Result<bool> {
+        self.sync_file()?;
+        let created = link_noreplace(&self.tmp, dest)?;
         if created {
             self.sync_parent(dest)?;
         }

@@ -15,8 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{
-    AtomicFile, Durability, create_exclusive, create_unnamed, fsync_dir, link_unnamed_noreplace,
-    rename_noreplace, unique_token,
+    AtomicFile, Durability, create_exclusive, create_unnamed, fsync_dir, link_noreplace,
+    link_unnamed_noreplace, unique_token,
 };
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::hash::{Digest, HashAlgo, hash_bytes, hash_open_file};
@@ -264,9 +264,19 @@ impl BlobStore {
         Ok(path)
     }
 
-    /// Moves a file from `staging/` into the blob store: a rename, no copy. The staged name is
+    /// Moves a file from `staging/` into the blob store: a link, no copy. The staged name is
     /// gone afterwards (also when the content was already stored).
     pub fn ingest(&self, staged: &Path) -> Result<BlobInfo> {
+        let (real, info) = self.ingest_keep(staged)?;
+        std::fs::remove_file(&real).ctx("remove", &real)?;
+        Ok(info)
+    }
+
+    /// Puts a file of `staging/` into the blob store by a hard link (no copy) and leaves the
+    /// staged name in place, for the caller to remove once the blob is recorded: until then
+    /// the caller can [`link_staged`](Self::link_staged) it again if a concurrent garbage
+    /// collection removed the blob. Returns the staged file's resolved path and the blob.
+    pub fn ingest_keep(&self, staged: &Path) -> Result<(PathBuf, BlobInfo)> {
         let staging = self.staging.canonicalize().ctx("resolve", &self.staging)?;
         let meta = std::fs::symlink_metadata(staged).ctx("stat", staged)?;
         if meta.file_type().is_symlink() {
@@ -297,22 +307,25 @@ impl BlobStore {
             file.sync_all().ctx("fsync", &real)?;
         }
         drop(file);
-        let dest = self.path_of(&digest);
-        let created = match rename_noreplace(&real, &dest) {
+        let created = self.link_staged(&real, &digest)?;
+        Ok((real, self.info(digest, size, created)))
+    }
+
+    /// Links the staged file `real` (already hashed to `digest`) at the blob path, unless
+    /// the blob is there. Returns whether this call created the blob.
+    pub fn link_staged(&self, real: &Path, digest: &Digest) -> Result<bool> {
+        let dest = self.path_of(digest);
+        let created = match link_noreplace(real, &dest) {
             Err(e) if e.kind() == ErrorKind::NotFound && real.exists() => {
                 self.make_fanout(&dest)?;
-                rename_noreplace(&real, &dest)?
+                link_noreplace(real, &dest)?
             }
             r => r?,
         };
-        if created {
-            if self.durability == Durability::Fsync {
-                fsync_dir(dest.parent().unwrap_or(&self.blobs))?;
-            }
-        } else {
-            std::fs::remove_file(&real).ctx("remove", &real)?;
+        if created && self.durability == Durability::Fsync {
+            fsync_dir(dest.parent().unwrap_or(&self.blobs))?;
         }
-        Ok(self.info(digest, size, created))
+        Ok(created)
     }
 
     pub fn exists(&self, d: &Digest) -> bool {
@@ -544,6 +557,27 @@ impl BlobWriter {
                 std::os::unix::fs::FileExt::read_exact_at(f.file(), &mut data, 0)
                     .ctx("read", f.temp_path())?;
                 Ok(Some((digest, data)))
+            }
+        }
+    }
+
+    /// Hashes (streamed, or re-read after seeks) and publishes the blob, keeping what was
+    /// written (in memory, or the temp file by a hard link) until the writer is dropped, so a
+    /// second call publishes it again if a concurrent garbage collection removed it.
+    pub fn publish_keep(&mut self) -> Result<BlobInfo> {
+        match &mut self.sink {
+            Sink::Mem { buf, .. } => self.store.put_bytes(buf),
+            Sink::File(f) => {
+                let (digest, size) = f.digest()?;
+                let dest = self.store.path_of(&digest);
+                let created = match f.link_noreplace(&dest) {
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        self.store.make_fanout(&dest)?;
+                        f.link_noreplace(&dest)?
+                    }
+                    r => r?,
+                };
+                Ok(self.store.info(digest, size, created))
             }
         }
     }

@@ -180,16 +180,41 @@ impl Store {
         size: u64,
         metas: &[RecordMeta],
     ) -> Result<Vec<OwnedRecord>> {
+        self.record_or_publish(digest, size, metas, || {
+            Err(Error::not_found(format!(
+                "blob {digest} is not in the store (removed by a concurrent gc?)"
+            )))
+        })
+    }
+
+    /// Like [`record`](Self::record), but if the blob is gone when the index lock is taken, it
+    /// is published again by `publish`, under the lock. gc deletes only under that lock, so a
+    /// blob published there stays until the record names it: a writer whose blob a concurrent
+    /// gc took (whatever its grace period, and however coarse the file timestamps) still
+    /// succeeds, and nothing it wrote is lost.
+    fn record_or_publish(
+        &self,
+        digest: Digest,
+        size: u64,
+        metas: &[RecordMeta],
+        publish: impl FnOnce() -> Result<()>,
+    ) -> Result<Vec<OwnedRecord>> {
         let ops = self.new_ops(digest, size, metas)?;
         let path = self.blobs.path_of(&digest);
+        #[cfg(test)]
+        if COLLECT_BEFORE_RECORD.with(|c| c.get()) {
+            // The test seam: a gc between "my blob is in place" and "my record is appended".
+            std::fs::remove_file(&path).ctx("remove", &path)?;
+        }
         self.index.append(&ops, |m| {
             if m.packed(&digest).is_some() || path.is_file() {
+                return Ok(());
+            }
+            publish().map_err(|e| e.with_path(&path))?;
+            if path.is_file() {
                 Ok(())
             } else {
-                Err(Error::not_found(format!(
-                    "blob {digest} is not in the store (removed by a concurrent gc?)"
-                ))
-                .with_path(&path))
+                Err(Error::not_found(format!("blob {digest} was not published")).with_path(&path))
             }
         })?;
         Ok(into_records(ops))
@@ -207,7 +232,7 @@ impl Store {
             let digest = hash_bytes(self.blobs.algo(), data);
             return self.put_packed(digest, data, metas);
         }
-        self.retry_if_collected(|| self.blobs.put_bytes(data), metas)
+        self.publish_and_record(|| self.blobs.put_bytes(data), metas)
     }
 
     fn put_packed(
@@ -223,20 +248,15 @@ impl Store {
     }
 
     /// Publishes a blob file with `publish` and records it; if a concurrent gc removed the
-    /// blob in between (see [`Store::record`]), publishes it again (a few times at most).
-    fn retry_if_collected(
+    /// blob in between, `publish` runs again under the index lock (see
+    /// [`Store::record_or_publish`]).
+    fn publish_and_record(
         &self,
         publish: impl Fn() -> Result<crate::blobs::BlobInfo>,
         metas: &[RecordMeta],
     ) -> Result<Vec<OwnedRecord>> {
-        let mut tries = 0;
-        loop {
-            let info = publish()?;
-            match self.record(info.digest, info.size, metas) {
-                Err(e) if e.kind() == ErrorKind::NotFound && tries < 3 => tries += 1,
-                r => return r,
-            }
-        }
+        let info = publish()?;
+        self.record_or_publish(info.digest, info.size, metas, || publish().map(|_| ()))
     }
 
     /// Stores a copy of the file at `src` (left untouched) and records it. Files up to
@@ -245,7 +265,7 @@ impl Store {
         if let Some(data) = self.read_if_small(src)? {
             return self.put_bytes(&data, metas);
         }
-        self.retry_if_collected(|| self.blobs.save(src), metas)
+        self.publish_and_record(|| self.blobs.save(src), metas)
     }
 
     /// The contents of `src` when it is a regular file of at most `pack_max` bytes.
@@ -263,11 +283,18 @@ impl Store {
         Ok(Some(buf))
     }
 
-    /// Stores a staged file and records it. A file in `staging/` is moved into `blobs/` with a
-    /// rename (no copy, whatever its size), so it is never packed.
+    /// Stores a staged file and records it. A file in `staging/` is linked into `blobs/` (no
+    /// copy, whatever its size), so it is never packed; its staged name goes once the record
+    /// is appended. If recording fails the staged file stays, read-only, with its bytes.
     pub fn ingest(&self, staged: &Path, metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
-        let info = self.blobs.ingest(staged)?;
-        self.record(info.digest, info.size, metas)
+        let (real, info) = self.blobs.ingest_keep(staged)?;
+        let recs = self.record_or_publish(info.digest, info.size, metas, || {
+            self.blobs.link_staged(&real, &info.digest).map(|_| ())
+        })?;
+        // The record names the blob now: the staged name is only a leftover (and `stats`
+        // reports it) if this fails.
+        let _ = std::fs::remove_file(&real);
+        Ok(recs)
     }
 
     /// A streaming writer for [`Store::commit_writer`]: up to `pack_max` bytes stay in memory,
@@ -285,8 +312,10 @@ impl Store {
         if let Some((digest, data)) = w.take_small(self.pack_max)? {
             return self.put_packed(digest, &data, metas);
         }
-        let info = w.commit()?;
-        self.record(info.digest, info.size, metas)
+        let info = w.publish_keep()?;
+        self.record_or_publish(info.digest, info.size, metas, || {
+            w.publish_keep().map(|_| ())
+        })
     }
 
     /// Whether the blob with this digest is in the store: packed in the log or as a file.
@@ -420,8 +449,15 @@ impl Store {
     }
 }
 
-/// A new, empty store in `"os"` durability under the temp directory, for unit tests.
 #[cfg(test)]
+thread_local! {
+    /// When set, a write removes its blob file just before it records it, as a concurrent gc
+    /// could.
+    static COLLECT_BEFORE_RECORD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+/// A new, empty store in `"os"` durability under the temp directory, for unit tests.
 pub(crate) fn test_store(name: &str) -> Store {
     let d = std::env::temp_dir().join(format!("runstash-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -614,6 +650,58 @@ mod tests {
         let d = std::env::temp_dir().join(format!("runstash-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    /// Every write path survives a gc that takes its blob between publish and record: the
+    /// blob is published again under the index lock, the write succeeds, and its bytes read
+    /// back (also when the content was already there, a dedup hit on an orphan).
+    #[test]
+    fn writes_survive_a_gc_between_publish_and_record() {
+        let s = test_store("collected");
+        let big = vec![7u8; (DEFAULT_PACK_MAX + 10) as usize];
+        let meta = || RecordMeta {
+            kind: "t".into(),
+            ..RecordMeta::default()
+        };
+        COLLECT_BEFORE_RECORD.with(|c| c.set(true));
+        let check = |s: &Store, recs: Vec<OwnedRecord>, want: &[u8]| {
+            let d = recs[0].digest;
+            assert_eq!(s.read_blob(&d, true).unwrap(), want);
+        };
+        for round in 0..2 {
+            // round 1: every blob already exists before the write (dedup hit on an orphan)
+            let mut data = big.clone();
+            data[0] = 1;
+            check(&s, s.put_bytes(&data, &[meta()]).unwrap(), &data);
+
+            data[0] = 2;
+            let src = s.root().join("src.bin");
+            std::fs::write(&src, &data).unwrap();
+            check(&s, s.save(&src, &[meta()]).unwrap(), &data);
+            assert_eq!(std::fs::read(&src).unwrap(), data, "source untouched");
+
+            data[0] = 3;
+            let staged = s.blobs.stage("bin").unwrap();
+            std::fs::write(&staged, &data).unwrap();
+            check(&s, s.ingest(&staged, &[meta()]).unwrap(), &data);
+            assert!(
+                !staged.exists(),
+                "round {round}: staged name goes after the record"
+            );
+
+            data[0] = 4;
+            let mut w = s.writer("bin").unwrap();
+            w.write_all(&data).unwrap();
+            check(&s, s.commit_writer(w, &[meta()]).unwrap(), &data);
+        }
+        COLLECT_BEFORE_RECORD.with(|c| c.set(false));
+        assert_eq!(
+            std::fs::read_dir(s.blobs.staging_dir()).unwrap().count(),
+            0,
+            "no temp or staged file is left"
+        );
+        let report = s.verify_report(&mut |_| true).unwrap();
+        assert!(report.is_clean(), "{report:?}");
     }
 
     #[test]
