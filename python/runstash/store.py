@@ -37,6 +37,7 @@ __all__ = [
     "OrphanedBlob",
     "RetentionReport",
     "Store",
+    "S3Options",
     "StoreStats",
     "VerifyReport",
 ]
@@ -60,6 +61,66 @@ Labels = dict[str, LabelValue]
 Metrics = dict[str, float]
 
 _WRITE_BUFFER = 256 * 1024
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How :class:`Store` reaches an S3 bucket (``Store("s3://bucket/prefix", s3=...)``).
+
+    Every field is optional: ``None`` takes the usual ``AWS_*`` environment variables
+    (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``, ``AWS_ALLOW_HTTP``), then AWS's defaults.
+    """
+
+    #: The S3 endpoint, e.g. ``"http://127.0.0.1:8333"`` for a local SeaweedFS.
+    endpoint: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    #: Allow a plain ``http://`` endpoint (default: allowed when the endpoint says http://).
+    allow_http: bool | None = None
+    #: Virtual-hosted-style requests (``bucket.host``) instead of path-style (``host/bucket``).
+    virtual_hosted: bool = False
+    #: The local cache of fetched blobs and index segments. Default:
+    #: ``$XDG_CACHE_HOME/runstash/s3/<bucket>/<prefix>`` (``~/.cache/...``).
+    cache_dir: PathArg | None = None
+    #: Queries re-read the bucket's index when their view is older than this (seconds);
+    #: :meth:`Store.refresh` does it at once.
+    max_staleness: float = 1.0
+    #: Retries of a failed request, and the time limit of one request (seconds).
+    max_retries: int = 3
+    request_timeout: float = 30.0
+
+
+def _default_cache_dir(url: str) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    rest = url.removeprefix("s3://").strip("/")
+    return os.path.join(base, "runstash", "s3", *[p for p in rest.split("/") if p])
+
+
+def _open_remote(
+    url: str, s3: S3Options | None, hash: str | None, durability: str, pack_max: int
+) -> Any:
+    o = s3 or S3Options()
+    cache = os.fspath(o.cache_dir) if o.cache_dir is not None else _default_cache_dir(url)
+    return _core.RemoteStore(
+        url,
+        cache,
+        hash,
+        durability,
+        pack_max,
+        o.endpoint,
+        o.region,
+        o.access_key_id,
+        o.secret_access_key,
+        o.session_token,
+        o.allow_http,
+        o.virtual_hosted,
+        o.max_staleness,
+        o.max_retries,
+        o.request_timeout,
+    )
 
 
 def _ref(r: BlobRef) -> str:
@@ -384,7 +445,7 @@ class _ClosedCore:
 
 
 class Store:
-    """An artifact store rooted at a local directory.
+    """An artifact store rooted at a local directory, or in an S3 bucket.
 
     ``Store(root)`` creates the store when ``root`` does not exist or is empty, and otherwise
     opens it. ``hash`` picks the content hash of a new store (``"blake3"``, the default, or
@@ -398,6 +459,16 @@ class Store:
     makes small writes cheap. Reads, ``verify`` and queries do not care how a blob is kept;
     :meth:`path_of` and :meth:`open` give a packed blob its file under ``blobs/`` on first
     use. ``ingest`` (a rename) and ``save_blob`` never pack.
+
+    ``root`` may also be ``"s3://bucket/prefix"``: blobs and the index live in the bucket,
+    shared by writers on many machines (``s3`` says how to reach it, see :class:`S3Options`).
+    The write and query methods work the same; in ``"fsync"`` durability a write returns
+    once it is stored in the bucket, in ``"os"`` durability writes are buffered until
+    :meth:`flush` or :meth:`close`. Other writers' artifacts appear after :meth:`refresh`
+    (queries refresh by themselves when their view is older than ``max_staleness``). The
+    local-directory operations (``stage``/``ingest``, ``record_many``, ``stats``,
+    ``verify_report``, ``gc``, ``keep_best``, ``verify()`` of everything) raise
+    :class:`~runstash.errors.InvalidArgumentError` on an S3 store.
     """
 
     def __init__(
@@ -407,8 +478,16 @@ class Store:
         hash: str | None = None,
         durability: str = "fsync",
         pack_max: int = 64 * 1024,
+        s3: S3Options | None = None,
     ) -> None:
-        self._core = _core.CoreStore(root, hash, durability, pack_max)
+        url = os.fspath(root)
+        self._remote = isinstance(url, str) and url.startswith("s3://")
+        if self._remote:
+            self._core = _open_remote(url, s3, hash, durability, pack_max)
+        elif s3 is not None:
+            raise InvalidArgumentError(f"s3= is for s3:// stores, not {url!r}")
+        else:
+            self._core = _core.CoreStore(root, hash, durability, pack_max)
         self._root = self._core.root
         self._hash_algo = self._core.hash_algo
         self._durability = self._core.durability
@@ -419,8 +498,19 @@ class Store:
 
     @property
     def root(self) -> str:
-        """The absolute path of the store root."""
+        """The absolute path of the store root (for an S3 store, its ``s3://`` URL)."""
         return self._root
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the store lives in an S3 bucket."""
+        return self._remote
+
+    def _local_only(self, what: str) -> None:
+        if self._remote:
+            raise InvalidArgumentError(
+                f"{what} works on a local store; {self._root} is an S3 store"
+            )
 
     @property
     def hash_algo(self) -> str:
@@ -532,6 +622,7 @@ class Store:
 
         Fill it, then :meth:`ingest` it: the file is renamed into the store, never copied.
         """
+        self._local_only("stage()")
         return self._core.stage(ext)
 
     def ingest(
@@ -549,6 +640,7 @@ class Store:
         mime: str | None = None,
     ) -> Artifact:
         """Move a file made by :meth:`stage` into the store (a rename, no copy) and record it."""
+        self._local_only("ingest()")
         return self._core.ingest(
             staged_path,
             _meta(kind, labels, metrics, run_id, graph_id, node_id, project_id, pin, mime),
@@ -558,6 +650,7 @@ class Store:
         """Record many artifacts for one stored blob in a single index append (one lock, one
         fsync): the bulk path for imports and benchmarks. Each item is a dict of the write
         keywords (``kind``, ``labels``, ``metrics``, scope ids, ``pin``, ``mime``)."""
+        self._local_only("record_many()")
         allowed = {"kind", "labels", "metrics", "run_id", "graph_id", "node_id", "project_id"}
         allowed |= {"pin", "mime"}
         metas = []
@@ -697,12 +790,29 @@ class Store:
 
     def compact(self) -> None:
         """Write a snapshot of the index and start a new log segment, so reopening is fast.
-        Runs by itself when a log segment passes 64 MiB."""
+        Runs by itself when a log segment passes 64 MiB. On an S3 store: one snapshot object
+        takes the place of every index segment seen (readers then fetch one object instead of
+        many)."""
         self._core.compact()
 
+    def refresh(self) -> None:
+        """Apply what other writers added to the index now (an S3 store; a local store is
+        always current, and this does nothing)."""
+        if self._remote:
+            self._core.refresh()
+
+    def flush(self) -> None:
+        """Upload writes still buffered (an S3 store in ``"os"`` durability); returns when
+        they are in the bucket. Does nothing otherwise."""
+        if self._remote:
+            self._core.flush()
+
     def close(self) -> None:
-        """Release the store's open files. Reads and writes afterwards raise
-        :class:`~runstash.errors.RunstashError`; ``root`` and the settings stay readable."""
+        """Release the store's open files (an S3 store uploads buffered writes first). Reads
+        and writes afterwards raise :class:`~runstash.errors.RunstashError`; ``root`` and the
+        settings stay readable."""
+        if self._remote and not isinstance(self._core, _ClosedCore):
+            self._core.flush()
         self._core = _ClosedCore(self._root)  # type: ignore[assignment]
 
     def __enter__(self) -> Store:
@@ -779,6 +889,7 @@ class Store:
         (returns a :class:`VerifyReport`)."""
         if ref is not None:
             return self._core.verify(_ref(ref))
+        self._local_only("verify() of every blob")
         checked, corrupt, stray = self._core.verify_all()
         return VerifyReport(checked, corrupt, stray)
 
@@ -788,6 +899,7 @@ class Store:
         """Space accounting: records and their bytes, blobs after dedup, orphans, staging
         leftovers (see :class:`StoreStats`). Reads the index and one ``stat`` per blob file;
         hashes nothing."""
+        self._local_only("stats()")
         return StoreStats(**self._core.stats())
 
     def verify_report(self, progress: VerifyProgress | None = None) -> IntegrityReport:
@@ -798,6 +910,7 @@ class Store:
         ``progress(done, total, bytes_done, total_bytes)`` is called at most every 0.1 s and
         after the last blob (the GIL is released in between); an exception it raises stops
         the check and propagates."""
+        self._local_only("verify_report()")
         d = self._core.verify_report(progress)
         return IntegrityReport(
             checked=d["checked"],
@@ -820,6 +933,7 @@ class Store:
         artifacts, are never deleted. Other processes may keep writing meanwhile: each
         deletion is re-checked under the index lock. The index is compacted first when
         something is deleted."""
+        self._local_only("gc()")
         return _gc_report(self._core.gc(bool(dry_run), _grace_seconds(grace)))
 
     def keep_best(
@@ -853,6 +967,7 @@ class Store:
             raise InvalidArgumentError(f'per must be None, "run", "graph" or "node", got {per!r}')
         secs = _grace_seconds(grace)
         f = _filter(kind, labels, run_id, graph_id, node_id, project_id, None)
+        self._local_only("keep_best()")
         plan = self._core.keep_best(f, metric, mode, k, per or "all", bool(dry_run))
         if dry_run:
             gc = self._core.gc(True, secs, plan["delete"])

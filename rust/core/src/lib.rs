@@ -7,6 +7,7 @@
 //! - [`paths`]: validation of caller-supplied names and paths.
 //! - [`live`], [`gc`], [`audit`], [`retention`]: what is live, garbage collection, stats and
 //!   verification, keep-best retention.
+//! - [`remote`] (feature `s3`): a store on S3-compatible object storage.
 
 pub mod atomic;
 pub mod audit;
@@ -17,6 +18,8 @@ pub mod hash;
 pub mod index;
 pub mod live;
 pub mod paths;
+#[cfg(feature = "s3")]
+pub mod remote;
 pub mod retention;
 pub mod store;
 

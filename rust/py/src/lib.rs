@@ -13,6 +13,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyType};
 
+#[cfg(feature = "s3")]
+mod remote;
+
 use runstash_core as core;
 use runstash_core::index::{ArtifactId, Filter, Mode, OwnedRecord, OwnedValue, RecordMeta};
 use runstash_core::{Digest, Durability, ErrorKind, HashAlgo};
@@ -694,7 +697,7 @@ impl PyStore {
         let w = py.detach(|| self.inner.writer(ext)).py_err()?;
         Ok(PyWriter {
             inner: Mutex::new(Some(w)),
-            store: self.inner.clone(),
+            store: WriterOwner::Local(Box::new(self.inner.clone())),
             meta,
         })
     }
@@ -831,46 +834,7 @@ impl PyStore {
                     .read(|m| m.list(&f, None).into_iter().map(|r| m.resolve(r)).collect())
             })
             .py_err()?;
-        let arts = self.artifacts(recs);
-        let out = PyDict::new(py);
-        macro_rules! col {
-            ($name:literal, $f:expr) => {
-                out.set_item($name, arts.iter().map($f).collect::<Vec<_>>())?;
-            };
-        }
-        col!("id", |a| a.id());
-        col!("kind", |a| a.kind().to_string());
-        col!("uri", |a| a.uri_string());
-        col!("hash", |a| a.hash());
-        col!("size", |a| a.size());
-        col!("mime", |a| a.mime().map(str::to_string));
-        col!("created_us", |a| a.created_us());
-        col!("run_id", |a| a.run_id().map(str::to_string));
-        col!("graph_id", |a| a.graph_id().map(str::to_string));
-        col!("node_id", |a| a.node_id().map(str::to_string));
-        col!("project_id", |a| a.project_id().map(str::to_string));
-        col!("pinned", |a| a.pinned());
-        let labels = arts
-            .iter()
-            .map(|a| a.labels(py))
-            .collect::<PyResult<Vec<_>>>()?;
-        out.set_item("labels", labels)?;
-        let mut names: Vec<Arc<str>> = arts
-            .iter()
-            .flat_map(|a| a.rec.metrics.iter().map(|(k, _)| k.clone()))
-            .collect();
-        names.sort();
-        names.dedup();
-        let metrics = PyDict::new(py);
-        for n in &names {
-            let col: Vec<Option<f64>> = arts
-                .iter()
-                .map(|a| a.rec.metrics.iter().find(|(k, _)| k == n).map(|&(_, v)| v))
-                .collect();
-            metrics.set_item(&**n, col)?;
-        }
-        out.set_item("metrics", metrics)?;
-        Ok(out)
+        columns_dict(py, &self.artifacts(recs))
     }
 
     #[pyo3(signature = (r, verify = false))]
@@ -1085,6 +1049,50 @@ impl PyStore {
     }
 }
 
+/// Artifacts as columns: (scalar columns dict, labels list of dicts, metric names, metric
+/// value lists).
+fn columns_dict<'py>(py: Python<'py>, arts: &[PyArtifact]) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    macro_rules! col {
+        ($name:literal, $f:expr) => {
+            out.set_item($name, arts.iter().map($f).collect::<Vec<_>>())?;
+        };
+    }
+    col!("id", |a| a.id());
+    col!("kind", |a| a.kind().to_string());
+    col!("uri", |a| a.uri_string());
+    col!("hash", |a| a.hash());
+    col!("size", |a| a.size());
+    col!("mime", |a| a.mime().map(str::to_string));
+    col!("created_us", |a| a.created_us());
+    col!("run_id", |a| a.run_id().map(str::to_string));
+    col!("graph_id", |a| a.graph_id().map(str::to_string));
+    col!("node_id", |a| a.node_id().map(str::to_string));
+    col!("project_id", |a| a.project_id().map(str::to_string));
+    col!("pinned", |a| a.pinned());
+    let labels = arts
+        .iter()
+        .map(|a| a.labels(py))
+        .collect::<PyResult<Vec<_>>>()?;
+    out.set_item("labels", labels)?;
+    let mut names: Vec<Arc<str>> = arts
+        .iter()
+        .flat_map(|a| a.rec.metrics.iter().map(|(k, _)| k.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    let metrics = PyDict::new(py);
+    for n in &names {
+        let col: Vec<Option<f64>> = arts
+            .iter()
+            .map(|a| a.rec.metrics.iter().find(|(k, _)| k == n).map(|&(_, v)| v))
+            .collect();
+        metrics.set_item(&**n, col)?;
+    }
+    out.set_item("metrics", metrics)?;
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Streaming writer
 
@@ -1092,8 +1100,33 @@ impl PyStore {
 #[pyclass(frozen, module = "runstash._core", name = "CoreWriter")]
 struct PyWriter {
     inner: Mutex<Option<core::BlobWriter>>,
-    store: core::Store,
+    store: WriterOwner,
     meta: RecordMeta,
+}
+
+/// The store a writer commits into.
+enum WriterOwner {
+    Local(Box<core::Store>),
+    #[cfg(feature = "s3")]
+    Remote(core::remote::RemoteStore),
+}
+
+impl WriterOwner {
+    fn commit(&self, w: core::BlobWriter, meta: &RecordMeta) -> core::Result<Vec<OwnedRecord>> {
+        match self {
+            WriterOwner::Local(s) => s.commit_writer(w, std::slice::from_ref(meta)),
+            #[cfg(feature = "s3")]
+            WriterOwner::Remote(s) => s.commit_writer(w, std::slice::from_ref(meta)),
+        }
+    }
+
+    fn uri_prefix(&self) -> &Arc<str> {
+        match self {
+            WriterOwner::Local(s) => s.blob_uri_prefix(),
+            #[cfg(feature = "s3")]
+            WriterOwner::Remote(s) => s.blob_uri_prefix(),
+        }
+    }
 }
 
 fn closed_err() -> PyErr {
@@ -1145,17 +1178,12 @@ impl PyWriter {
     /// Hash (streamed, or re-read after seeks), publish, record, and return the artifact.
     fn commit(&self, py: Python<'_>) -> PyResult<PyArtifact> {
         let w = self.inner.lock().take().ok_or_else(closed_err)?;
-        let recs = py
-            .detach(|| {
-                self.store
-                    .commit_writer(w, std::slice::from_ref(&self.meta))
-            })
-            .py_err()?;
+        let recs = py.detach(|| self.store.commit(w, &self.meta)).py_err()?;
         let rec = recs
             .into_iter()
             .next()
             .ok_or_else(|| invalid("no record".into()))?;
-        Ok(PyArtifact::new(rec, self.store.blob_uri_prefix()))
+        Ok(PyArtifact::new(rec, self.store.uri_prefix()))
     }
 
     /// Throw the bytes away; nothing is left on disk. Idempotent.
@@ -1173,6 +1201,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArtifact>()?;
     m.add_class::<PyStore>()?;
     m.add_class::<PyWriter>()?;
+    #[cfg(feature = "s3")]
+    m.add_class::<remote::PyRemoteStore>()?;
     m.add("FORMAT_VERSION", core::store::FORMAT_VERSION)?;
     Ok(())
 }
