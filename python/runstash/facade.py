@@ -117,6 +117,13 @@ class ArtifactFacade:
 
     # -- plumbing -------------------------------------------------------------------------
 
+    async def _index(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """An index call: inline on a local store (answered from memory), off the loop on an
+        S3 store (it may list the bucket or upload a segment)."""
+        if self.store.is_remote:
+            return await self._run(fn, *args, **kw)
+        return fn(*args, **kw)
+
     async def _run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(fn, *args, **kw))
@@ -406,7 +413,7 @@ class ArtifactFacade:
             shutil.rmtree(build)
         return str(dest)
 
-    # -- index queries (inline: answered from memory) ------------------------------------
+    # -- index queries (inline on a local store: answered from memory) -------------------
 
     async def list(
         self,
@@ -418,7 +425,7 @@ class ArtifactFacade:
     ) -> list[Artifact]:
         """Artifacts in a scope (default "run"), newest first (as AetherGraph's list)."""
         s = _pick("scope", ("scope", scope), ("level", level), ("view", view)) or "run"
-        arts = self.store.list(**self._filters(s))
+        arts = await self._index(self.store.list, **self._filters(s))
         arts.reverse()
         return arts[:limit] if limit is not None else arts
 
@@ -448,10 +455,16 @@ class ArtifactFacade:
         ids = {k: merged.pop(k) for k in _SCOPE_KEYS if k in merged}
         kind = kind or None
         if metric is not None and m is not None:
-            return self.store.search(
-                kind=kind, labels=merged or None, metric=metric, mode=m, limit=limit, **ids
+            return await self._index(
+                self.store.search,
+                kind=kind,
+                labels=merged or None,
+                metric=metric,
+                mode=m,
+                limit=limit,
+                **ids,
             )
-        arts = self.store.list(kind=kind, labels=merged or None, **ids)
+        arts = await self._index(self.store.list, kind=kind, labels=merged or None, **ids)
         arts.reverse()
         return arts[:limit] if limit is not None else arts
 
@@ -476,8 +489,8 @@ class ArtifactFacade:
         merged: dict[str, Any] = dict(filters or {})
         merged.update(self._filters(s))
         ids = {k: merged.pop(k) for k in _SCOPE_KEYS if k in merged}
-        return self.store.best(
-            kind=kind or None, metric=metric, mode=m, labels=merged or None, **ids
+        return await self._index(
+            self.store.best, kind=kind or None, metric=metric, mode=m, labels=merged or None, **ids
         )
 
     async def pin(self, artifact_id: str, pinned: bool = True) -> None:
@@ -485,6 +498,6 @@ class ArtifactFacade:
         if not isinstance(artifact_id, str):
             raise InvalidArgumentError("artifact_id must be a string")
         try:
-            self.store.pin(artifact_id, pinned)
+            await self._index(self.store.pin, artifact_id, pinned)
         except InvalidArgumentError:
             raise NotFoundError(f"no artifact with id {artifact_id!r}") from None

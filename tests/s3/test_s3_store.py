@@ -328,3 +328,28 @@ s.close()
     a = r.get(art_id)
     assert a is not None and r.read_bytes(a) == b"from env"
     r.close()
+
+
+def test_async_facade_on_an_s3_store(seaweed: Seaweed, bucket: str, tmp_path: Path) -> None:
+    """The AetherGraph-compatible facade works unchanged on an S3 store (index calls go off
+    the event loop there: they may talk to the bucket)."""
+    import asyncio
+
+    store = open_store(seaweed, bucket, tmp_path / "c")
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(200_000))
+
+    async def main() -> None:
+        arts = runstash.ArtifactFacade(store, run_id="r1", graph_id="g", node_id="n")
+        a = await arts.save(str(src), kind="model", metrics={"acc": 0.5})
+        async with arts.writer(kind="model", planned_ext=".bin", metrics={"acc": 0.9}) as w:
+            w.write(b"better model")
+        best = await arts.best(kind="model", metric="acc", mode="max")
+        assert best is not None and best.id == arts.last_artifact.id
+        await arts.pin(a.id)
+        assert [x.id for x in await arts.search(kind="model", metric="acc", mode="min")][0] == a.id
+        assert await arts.load_artifact_bytes(a.uri) == src.read_bytes()
+
+    asyncio.run(main())
+    assert store.get(store.list(kind="model")[0].id).pinned
+    store.close()
