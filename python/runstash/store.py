@@ -11,6 +11,7 @@ import dataclasses
 import io
 import math
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -451,7 +452,7 @@ class Store:
     opens it. ``hash`` picks the content hash of a new store (``"blake3"``, the default, or
     ``"sha256"``); for an existing store it must match or be ``None``. ``durability`` is
     ``"fsync"`` (an acknowledged write survives a power cut) or ``"os"`` (atomic and safe
-    against process crashes, but not fsynced).
+    against process crashes, but not fsynced; on an S3 store: buffered, see below).
 
     ``pack_max`` (bytes, default 64 KiB; 0 turns packing off): payloads up to this size are
     packed into the index log instead of getting a blob file each. The bytes and their record
@@ -482,8 +483,12 @@ class Store:
     ) -> None:
         url = os.fspath(root)
         self._remote = isinstance(url, str) and url.startswith("s3://")
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         if self._remote:
             self._core = _open_remote(url, s3, hash, durability, pack_max)
+            # Buffered ("os") writes go up when the store is closed, collected, or at the
+            # latest when the interpreter exits normally.
+            self._finalizer = weakref.finalize(self, self._core.flush)
         elif s3 is not None:
             raise InvalidArgumentError(f"s3= is for s3:// stores, not {url!r}")
         else:
@@ -813,6 +818,8 @@ class Store:
         settings stay readable."""
         if self._remote and not isinstance(self._core, _ClosedCore):
             self._core.flush()
+            if self._finalizer is not None:
+                self._finalizer.detach()
         self._core = _ClosedCore(self._root)  # type: ignore[assignment]
 
     def __enter__(self) -> Store:

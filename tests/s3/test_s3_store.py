@@ -297,8 +297,10 @@ def test_bad_settings_and_local_only_calls(seaweed: Seaweed, bucket: str, tmp_pa
     for call in (s.stats, s.gc, s.verify_report, lambda: s.stage(".txt")):
         with pytest.raises(runstash.InvalidArgumentError, match="S3 store"):
             call()
-    with pytest.raises(runstash.InvalidArgumentError):
+    with pytest.raises(runstash.IncompatibleStoreError):
         runstash.Store(f"s3://{bucket}/runs", hash="sha256", s3=options(seaweed, tmp_path / "z"))
+    with pytest.raises(runstash.InvalidArgumentError, match="not allowed"):
+        runstash.Store(f"s3://{bucket}/exp~1", s3=options(seaweed, tmp_path / "z"))
     s.close()
 
 
@@ -353,3 +355,49 @@ def test_async_facade_on_an_s3_store(seaweed: Seaweed, bucket: str, tmp_path: Pa
     asyncio.run(main())
     assert store.get(store.list(kind="model")[0].id).pinned
     store.close()
+
+
+def test_buffered_operation_made_after_seeing_another_wins(
+    seaweed: Seaweed, bucket: str, tmp_path: Path
+) -> None:
+    """Each operation gets its own clock value when it is made, so a buffered segment opened
+    before a refresh does not make a later delete lose to a pin it has seen."""
+    a = open_store(seaweed, bucket, tmp_path / "a", durability="os", max_staleness=3600)
+    b = open_store(seaweed, bucket, tmp_path / "b", max_staleness=3600)
+    x = a.put_bytes(b"x", kind="m")  # opens a's buffered segment (its first clock value)
+    a.flush()
+    a.put_bytes(b"keeps the segment open", kind="m")
+    b.refresh()
+    b.pin(x.id)
+    a.refresh()
+    a.delete(x.id)
+    assert a.get(x.id) is None
+    a.flush()
+    for s in (a, b, open_store(seaweed, bucket, tmp_path / "c")):
+        s.refresh()
+        assert s.get(x.id) is None
+    a.close()
+    b.close()
+
+
+def test_buffered_writes_survive_a_failed_upload(
+    seaweed: Seaweed, bucket: str, tmp_path: Path
+) -> None:
+    """An upload of buffered writes that fails is kept and retried by the next flush: the
+    acknowledged writes are not dropped."""
+    w = open_store(
+        seaweed, bucket, tmp_path / "w", durability="os", max_retries=0, request_timeout=2
+    )
+    ids = [w.put_bytes(b"buffered %d" % i, kind="b").id for i in range(3)]
+    seaweed.kill_volume()
+    try:
+        with pytest.raises(runstash.StoreIOError):
+            w.flush()
+    finally:
+        seaweed.start_volume()
+    w.flush()
+    w.close()
+    r = open_store(seaweed, bucket, tmp_path / "r")
+    assert {a.id for a in r.list(kind="b")} == set(ids)
+    assert [r.read_bytes(r.get(i)) for i in ids] == [b"buffered %d" % i for i in range(3)]
+    r.close()

@@ -106,7 +106,9 @@ impl PyRemoteStore {
     ) -> PyResult<Self> {
         let secs = |v: f64, what: &str| {
             Duration::try_from_secs_f64(v)
-                .map_err(|_| invalid(format!("{what} must be a non-negative number, got {v}")))
+                .ok()
+                .filter(|d| d.as_secs() <= 86_400)
+                .ok_or_else(|| invalid(format!("{what} must be 0 to 86400 seconds, got {v}")))
         };
         if pack_max > core::store::PACK_MAX_LIMIT {
             return Err(invalid(format!(

@@ -87,6 +87,8 @@ pub struct RemoteStore {
 }
 
 struct Inner {
+    /// The process that opened the store: a forked child has no runtime threads.
+    pid: u32,
     rt: tokio::runtime::Runtime,
     s3: Arc<dyn ObjectStore>,
     /// `prefix/` (or empty): every key starts with it.
@@ -122,21 +124,33 @@ struct State {
 #[derive(Default)]
 struct Commit {
     pending: SegmentBuf,
-    /// The clock of the pending segment (set when its first operation arrives).
-    pending_hlc: u64,
-    /// Number of the pending segment; segments up to `done` are finished.
-    next: u64,
-    done: u64,
+    /// Segments are numbered in the order they are taken from `pending`; the pending one has
+    /// number `taken`. One upload runs at a time, so they finish in order: segment `n` is
+    /// finished when `finished > n`.
+    taken: u64,
+    finished: u64,
     flushing: bool,
     /// Finished segments that failed: number -> (kind, message), kept for their waiters.
     failed: std::collections::BTreeMap<u64, (ErrorKind, String)>,
+    /// `"os"` durability: segments whose upload failed. Their operations were acknowledged,
+    /// so they are kept and retried by every `flush` (and `close`) until they are stored.
+    stuck: Vec<(u64, SegmentBuf)>,
 }
 
 fn obj_err(op: &str, key: &str, e: object_store::Error) -> Error {
+    let text = e.to_string();
     match e {
+        object_store::Error::NotFound { .. } if text.contains("NoSuchBucket") => {
+            Error::not_found(format!("{op} {key}: the bucket does not exist"))
+        }
         object_store::Error::NotFound { .. } => {
             Error::not_found(format!("{op} {key}: not found in the bucket"))
         }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => Error::new(
+            ErrorKind::Io,
+            format!("{op} {key}: access denied (check the credentials): {text}"),
+        ),
         e => Error::new(ErrorKind::Io, format!("{op} {key}: {e}")),
     }
 }
@@ -177,6 +191,16 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
     let prefix = prefix.trim_matches('/');
     for part in prefix.split('/').filter(|p| !p.is_empty()) {
         crate::paths::validate_component(part, "s3 prefix component")?;
+        // Keys are used as written: characters an S3 client would percent-encode are refused
+        // rather than stored under a name other tools would not find.
+        if let Some(c) = part
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_.=+@,!".contains(*c)))
+        {
+            return Err(Error::invalid(format!(
+                "s3 prefix {prefix:?}: {c:?} is not allowed (letters, digits and - _ . = + @ , !)"
+            )));
+        }
     }
     let prefix = if prefix.is_empty() {
         String::new()
@@ -251,6 +275,7 @@ impl RemoteStore {
         let s3: Arc<dyn ObjectStore> = Arc::new(s3);
         let algo = store_meta(&rt, &*s3, &prefix, &opts.url, opts.hash)?;
         let inner = Inner {
+            pid: std::process::id(),
             rt,
             s3,
             uri_prefix: Arc::from(format!("s3://{bucket}/{prefix}blobs/")),
@@ -278,6 +303,20 @@ impl RemoteStore {
 
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// An error in a process forked after the store was opened (its runtime threads and
+    /// connections stayed in the parent): open the store again in the child.
+    fn alive(&self) -> Result<()> {
+        if self.inner.pid == std::process::id() {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "the S3 store {} was opened in process {} before a fork: open it again in this \
+                 process",
+                self.inner.url, self.inner.pid
+            )))
+        }
     }
 
     pub fn algo(&self) -> HashAlgo {
@@ -329,6 +368,7 @@ impl RemoteStore {
     /// Stores bytes and records them. Up to `pack_max` bytes go into the index segment with
     /// the records; larger payloads become a blob object first.
     pub fn put_bytes(&self, data: &[u8], metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
+        self.alive()?;
         let digest = hash_bytes(self.inner.algo, data);
         if (data.len() as u64) <= self.inner.pack_max {
             return self.record_ops(digest, data.len() as u64, metas, Some(data));
@@ -342,6 +382,7 @@ impl RemoteStore {
     /// hashed first, then read again in parts that are hashed as they go up: if the file
     /// changed in between, the upload is aborted and nothing is recorded.
     pub fn save(&self, src: &Path, metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
+        self.alive()?;
         let meta = std::fs::metadata(src).ctx("stat", src)?;
         if meta.is_dir() {
             return Err(Error::invalid(format!(
@@ -369,6 +410,7 @@ impl RemoteStore {
         mut w: BlobWriter,
         metas: &[RecordMeta],
     ) -> Result<Vec<OwnedRecord>> {
+        self.alive()?;
         if let Some((digest, data)) = w.take_small(self.inner.pack_max)? {
             return self.record_ops(digest, data.len() as u64, metas, Some(&data));
         }
@@ -412,6 +454,7 @@ impl RemoteStore {
 
     /// Pins or unpins a record (see [`segment`] for how concurrent pins and deletes resolve).
     pub fn pin(&self, id: ArtifactId, pinned: bool) -> Result<OwnedRecord> {
+        self.alive()?;
         let mut r = self.get_or_not_found(id)?;
         self.inner.submit(None, vec![Op::Pin { id, pinned }])?;
         r.pinned = pinned;
@@ -420,6 +463,7 @@ impl RemoteStore {
 
     /// Deletes a record (its blob stays: there is no gc on S3 stores yet).
     pub fn delete(&self, id: ArtifactId) -> Result<()> {
+        self.alive()?;
         self.get_or_not_found(id)?;
         self.inner.submit(None, vec![Op::Delete { id }])
     }
@@ -429,17 +473,12 @@ impl RemoteStore {
             .ok_or_else(|| Error::not_found(format!("no artifact {id}")))
     }
 
-    /// Uploads the operations still buffered (`"os"` durability); returns when they are in
-    /// the bucket.
+    /// Uploads the operations still buffered (`"os"` durability, including segments whose
+    /// upload failed before); returns when every operation acknowledged so far is in the
+    /// bucket, or the error of an upload that failed again.
     pub fn flush(&self) -> Result<()> {
-        let n = {
-            let c = self.inner.commit.lock();
-            if c.pending.is_empty() {
-                return Ok(());
-            }
-            c.next
-        };
-        self.inner.wait_for(n)
+        self.alive()?;
+        self.inner.flush()
     }
 
     // -- reads ------------------------------------------------------------------------------
@@ -447,6 +486,7 @@ impl RemoteStore {
     /// Runs `f` on the merged index, refreshing it first when it is older than
     /// `max_staleness`.
     pub fn read<R>(&self, f: impl FnOnce(&MemIndex) -> R) -> Result<R> {
+        self.alive()?;
         let stale = {
             let st = self.inner.state.lock();
             st.refreshed
@@ -461,11 +501,13 @@ impl RemoteStore {
 
     /// Lists the bucket's snapshots and segments and applies the ones not seen yet.
     pub fn refresh(&self) -> Result<()> {
+        self.alive()?;
         self.inner.rt.block_on(self.inner.refresh())
     }
 
     /// Whether the blob is packed in a segment this process has, or an object in the bucket.
     pub fn has_blob(&self, d: &Digest) -> Result<bool> {
+        self.alive()?;
         if self.inner.algo != d.algo() {
             return Ok(false);
         }
@@ -493,6 +535,7 @@ impl RemoteStore {
     /// A blob's bytes: from the cache, or fetched (and checked against its digest, then
     /// cached).
     pub fn read_blob(&self, d: &Digest, verify: bool) -> Result<Vec<u8>> {
+        self.alive()?;
         if let Some(data) = self.inner.read_packed(d)? {
             return Ok(data);
         }
@@ -505,6 +548,7 @@ impl RemoteStore {
 
     /// The path of a blob's file in the local cache, fetched now if needed.
     pub fn blob_path(&self, d: &Digest) -> Result<PathBuf> {
+        self.alive()?;
         if self.inner.cache.exists(d) {
             return Ok(self.inner.cache.path_of(d));
         }
@@ -528,6 +572,7 @@ impl RemoteStore {
     /// seen, and an object is deleted only by a compaction whose own snapshot holds its
     /// bytes, so concurrent compactions lose nothing.
     pub fn compact(&self) -> Result<usize> {
+        self.alive()?;
         self.flush()?;
         self.inner.rt.block_on(self.inner.compact())
     }
@@ -535,23 +580,23 @@ impl RemoteStore {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Buffered operations of a store that was not closed: one last try.
-        let pending = {
-            let c = self.commit.get_mut();
-            if c.pending.is_empty() {
-                None
-            } else {
-                Some((std::mem::take(&mut c.pending), c.pending_hlc, c.next))
-            }
-        };
-        if let Some((seg, hlc, n)) = pending {
-            let _ = self.upload_segment(seg, hlc, n);
+        if self.pid != std::process::id() {
+            return; // a forked child: its copy of the runtime has no threads to run on
+        }
+        // Buffered operations of a store that was not closed: one last try, and a warning
+        // on stderr if they cannot be stored (nobody is left to take an error).
+        if let Err(e) = self.flush() {
+            eprintln!(
+                "runstash: buffered operations for {} were not stored: {}",
+                self.url,
+                e.message()
+            );
         }
     }
 }
 
 impl Inner {
-    fn key(&self, rel: &str) -> ObjPath {
+    fn key_path(&self, rel: &str) -> ObjPath {
         ObjPath::from(format!("{}{rel}", self.prefix))
     }
 
@@ -560,46 +605,50 @@ impl Inner {
         format!("{}blobs/{}/{}", self.prefix, &hex[..2], &hex[2..])
     }
 
-    /// Queues operations (and a packed blob) into the pending segment. In `"fsync"`
-    /// durability, returns once that segment is in the bucket; in `"os"`, at once (the
-    /// operations are applied here already), uploading when the batch is full.
+    /// Queues operations (and a packed blob) into the pending segment, each with a fresh
+    /// clock value. In `"fsync"` durability, returns once that segment is in the bucket; in
+    /// `"os"`, at once (the operations are applied here already), uploading when the batch
+    /// is full.
     fn submit(&self, blob: Option<(&Digest, &[u8])>, ops: Vec<Op>) -> Result<()> {
+        if ops.is_empty() && blob.is_none() {
+            return Ok(());
+        }
+        let durable = self.durability == Durability::Fsync;
         let n = {
             let mut c = self.commit.lock();
-            if c.pending.is_empty() {
-                c.pending_hlc = self.tick();
-            }
+            let hlc = self.tick();
             if let Some((d, data)) = blob {
                 c.pending.push_blob(d, data);
             }
-            let durable = self.durability == Durability::Fsync;
             if !durable {
                 // Visible here at once, with the keys the segment will give them.
                 let first = c.pending.ops.len() as u32;
                 let mut st = self.state.lock();
                 for (i, op) in ops.iter().enumerate() {
-                    st.ledger.apply(
-                        op,
-                        Key {
-                            hlc: c.pending_hlc,
-                            writer: self.writer.clone(),
-                            idx: first + i as u32,
-                        },
-                    );
+                    st.ledger.apply(op, self.key(hlc, first + i as u32));
                 }
             }
             for op in ops {
-                c.pending.push_op(op);
+                c.pending.push_op(op, hlc);
             }
             if !durable && c.pending.ops.len() < BATCH_OPS && c.pending.len_bytes() < BATCH_BYTES {
                 return Ok(());
             }
-            c.next
+            c.taken
         };
-        self.wait_for(n)
+        let r = self.wait_for(n);
+        if durable { r } else { Ok(()) } // a failed "os" batch is kept and retried by flush
     }
 
-    /// A new clock value for a segment: after every value seen here.
+    fn key(&self, hlc: u64, idx: u32) -> Key {
+        Key {
+            hlc,
+            writer: self.writer.clone(),
+            idx,
+        }
+    }
+
+    /// A new clock value: after every value seen or made here.
     fn tick(&self) -> u64 {
         let mut st = self.state.lock();
         st.hlc = (now_ms() << 16).max(st.hlc + 1);
@@ -608,11 +657,11 @@ impl Inner {
 
     /// Waits until segment `n` is finished, uploading pending segments meanwhile when no one
     /// else is (group commit: one upload carries every operation queued while the previous
-    /// one was in flight).
+    /// one was in flight). Returns the segment's upload result.
     fn wait_for(&self, n: u64) -> Result<()> {
         let mut c = self.commit.lock();
         loop {
-            if c.done >= n && c.next > n {
+            if c.finished > n {
                 return match c.failed.get(&n) {
                     Some((kind, msg)) => Err(Error::new(*kind, msg.clone())),
                     None => Ok(()),
@@ -621,18 +670,28 @@ impl Inner {
             if !c.flushing && !c.pending.is_empty() {
                 c.flushing = true;
                 let seg = std::mem::take(&mut c.pending);
-                let hlc = c.pending_hlc;
-                let num = c.next;
-                c.next += 1;
+                let num = c.taken;
+                c.taken += 1;
                 drop(c);
-                let r = self.upload_segment(seg, hlc, num);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.upload_segment(&seg, num)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Io,
+                        "internal error: segment upload panicked",
+                    ))
+                });
                 c = self.commit.lock();
                 c.flushing = false;
-                c.done = num;
+                c.finished = num + 1;
                 if let Err(e) = r {
                     c.failed.insert(num, (e.kind(), e.message().to_string()));
-                    while c.failed.len() > 1024 {
+                    if c.failed.len() > 4096 {
                         c.failed.pop_first();
+                    }
+                    if self.durability == Durability::Os {
+                        c.stuck.push((num, seg));
                     }
                 }
                 self.committed.notify_all();
@@ -642,23 +701,63 @@ impl Inner {
         }
     }
 
-    /// Uploads one segment (segment numbers start at 1) and applies it here.
-    fn upload_segment(&self, seg: SegmentBuf, hlc: u64, num: u64) -> Result<()> {
+    fn flush(&self) -> Result<()> {
+        let last = {
+            let c = self.commit.lock();
+            if !c.pending.is_empty() {
+                Some(c.taken)
+            } else {
+                c.taken.checked_sub(1)
+            }
+        };
+        if let Some(n) = last {
+            let r = self.wait_for(n);
+            if self.durability == Durability::Fsync {
+                return r;
+            }
+        }
+        // Segments that failed before: again, in order.
+        let stuck = std::mem::take(&mut self.commit.lock().stuck);
+        let mut first_err = None;
+        let mut still = Vec::new();
+        for (num, seg) in stuck {
+            match self.upload_segment(&seg, num) {
+                Ok(()) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    still.push((num, seg));
+                }
+            }
+        }
+        if !still.is_empty() {
+            let mut c = self.commit.lock();
+            still.append(&mut c.stuck);
+            c.stuck = still;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Uploads one segment (their sequence numbers start at 1) and applies it here.
+    fn upload_segment(&self, seg: &SegmentBuf, num: u64) -> Result<()> {
         let seq = num + 1;
         let name = format!("log/{}/{seq:016}", self.writer);
-        let (bytes, base) = seg.encode(&self.writer, seq, hlc);
+        let (bytes, base) = seg.encode(&self.writer, seq);
         let bytes = Bytes::from(bytes);
-        let key = self.key(&name);
+        let key = self.key_path(&name);
         self.rt
             .block_on(self.s3.put(&key, PutPayload::from(bytes.clone())))
             .map_err(|e| obj_err("write index segment", key.as_ref(), e))?;
+        // Stored: from here on nothing may fail the write. Without a cached copy the packed
+        // bytes are fetched again by the next refresh that needs them.
         let cached = if seg.packed.is_empty() {
             None
         } else {
-            Some(self.cache_segment(&name, &bytes)?)
+            self.cache_segment(&name, &bytes).ok()
         };
         let mut st = self.state.lock();
-        st.seen.insert(name);
+        if cached.is_some() || seg.packed.is_empty() {
+            st.seen.insert(name);
+        }
         if let Some(path) = cached {
             for (d, off, len) in &seg.packed {
                 st.packed
@@ -666,15 +765,8 @@ impl Inner {
             }
         }
         if self.durability == Durability::Fsync {
-            for (i, op) in seg.ops.iter().enumerate() {
-                st.ledger.apply(
-                    op,
-                    Key {
-                        hlc,
-                        writer: self.writer.clone(),
-                        idx: i as u32,
-                    },
-                );
+            for (i, (op, hlc)) in seg.ops.iter().zip(&seg.hlcs).enumerate() {
+                st.ledger.apply(op, self.key(*hlc, i as u32));
             }
         }
         Ok(())
@@ -726,11 +818,11 @@ impl Inner {
                     .or_insert((path.clone(), *off as u64, *len));
             }
         }
-        for (i, op) in seg.ops.iter().enumerate() {
+        for (i, (op, hlc)) in seg.ops.iter().zip(&seg.hlcs).enumerate() {
             st.ledger.apply(
                 op,
                 Key {
-                    hlc: seg.hlc,
+                    hlc: *hlc,
                     writer: seg.writer.clone(),
                     idx: i as u32,
                 },
@@ -740,7 +832,7 @@ impl Inner {
     }
 
     async fn list_names(&self, dir: &str) -> Result<Vec<String>> {
-        let prefix = self.key(dir);
+        let prefix = self.key_path(dir);
         let metas: Vec<object_store::ObjectMeta> = self
             .s3
             .list(Some(&prefix))
@@ -761,7 +853,7 @@ impl Inner {
     }
 
     async fn get_bytes(&self, name: &str) -> Result<Option<Bytes>> {
-        let key = self.key(name);
+        let key = self.key_path(name);
         let r = match self.s3.get(&key).await {
             Ok(r) => r.bytes().await,
             Err(e) => Err(e),
@@ -775,12 +867,14 @@ impl Inner {
 
     async fn refresh(&self) -> Result<()> {
         let started = Instant::now();
-        // Snapshots first: they hold segments a compaction may have deleted.
         let mut rounds = 0;
         loop {
             rounds += 1;
             let mut missing = false;
-            for dir in ["snap/", "log/"] {
+            // Segments first: a compaction writes its snapshot before it deletes the segments
+            // in it, so a segment listed here and gone when fetched is in a snapshot listed
+            // after it.
+            for dir in ["log/", "snap/"] {
                 let names: Vec<String> = {
                     let listed = self.list_names(dir).await?;
                     let st = self.state.lock();
@@ -888,7 +982,7 @@ impl Inner {
             listing.push((old.clone(), &[]));
         }
         let body = encode_snapshot(&listing);
-        let key = self.key(&snap_name);
+        let key = self.key_path(&snap_name);
         self.s3
             .put(&key, PutPayload::from(body))
             .await
@@ -903,7 +997,7 @@ impl Inner {
         let n = doomed.len();
         futures::stream::iter(doomed)
             .map(|name| async move {
-                match self.s3.delete(&self.key(&name)).await {
+                match self.s3.delete(&self.key_path(&name)).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                     Err(e) => Err(obj_err("delete", &name, e)),
                 }
@@ -1117,7 +1211,7 @@ fn store_meta(
         if let Some(w) = want
             && w != algo
         {
-            return Err(Error::invalid(format!(
+            return Err(Error::incompatible(format!(
                 "{url} hashes with {}, not {}",
                 algo.name(),
                 w.name()
@@ -1128,9 +1222,24 @@ fn store_meta(
     let algo = want.unwrap_or(HashAlgo::Blake3);
     let body = serde_json::json!({"format": FORMAT, "hash": algo.name(), "kind": "runstash-s3"});
     let data = serde_json::to_vec_pretty(&body).unwrap_or_default();
-    rt.block_on(s3.put(&key, PutPayload::from(data)))
-        .map_err(|e| obj_err("write", key.as_ref(), e))?;
-    Ok(algo)
+    // Create-only, so two first openers cannot both write it; a server without conditional
+    // writes gets a plain write.
+    let create = object_store::PutOptions::from(object_store::PutMode::Create);
+    let r = rt.block_on(s3.put_opts(&key, PutPayload::from(data.clone()), create));
+    match r {
+        Ok(_) => Ok(algo),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => {
+            store_meta(rt, s3, prefix, url, want) // another opener was first: use its settings
+        }
+        Err(object_store::Error::NotImplemented { .. }) => {
+            rt.block_on(s3.put(&key, PutPayload::from(data)))
+                .map_err(|e| obj_err("write", key.as_ref(), e))?;
+            Ok(algo)
+        }
+        Err(e) => Err(obj_err("write", key.as_ref(), e)),
+    }
 }
 
 /// Random bytes for a writer id, from the kernel.

@@ -39,6 +39,8 @@ pub struct Key {
 pub struct SegmentBuf {
     pub frames: Vec<u8>,
     pub ops: Vec<Op>,
+    /// The clock value of each operation (taken when the operation was made).
+    pub hlcs: Vec<u64>,
     /// Packed blobs: digest, offset of the bytes in `frames`, length.
     pub packed: Vec<(Digest, usize, u64)>,
 }
@@ -64,21 +66,31 @@ impl SegmentBuf {
         self.packed.push((*d, at, data.len() as u64));
     }
 
-    pub fn push_op(&mut self, op: Op) {
+    pub fn push_op(&mut self, op: Op, hlc: u64) {
         let mut e = Enc::default();
         encode_op(&op, &mut e);
         push_frame(&mut self.frames, &e.0);
         self.ops.push(op);
+        self.hlcs.push(hlc);
+    }
+
+    /// The greatest clock value in the segment.
+    pub fn max_hlc(&self) -> u64 {
+        self.hlcs.iter().copied().max().unwrap_or(0)
     }
 
     /// The whole object: header frame, then the frames. Returns it and the offset of the
     /// first frame after the header (packed offsets in `packed` are relative to it).
-    pub fn encode(&self, writer: &str, seq: u64, hlc: u64) -> (Vec<u8>, usize) {
+    pub fn encode(&self, writer: &str, seq: u64) -> (Vec<u8>, usize) {
         let mut e = Enc::default();
         e.0.extend_from_slice(SEGMENT_MAGIC);
-        e.u64(hlc);
+        e.u64(self.max_hlc());
         e.u64(seq);
         e.str(writer);
+        e.varint(self.hlcs.len() as u64);
+        for h in &self.hlcs {
+            e.u64(*h);
+        }
         let mut out = Vec::with_capacity(self.frames.len() + 64);
         push_frame(&mut out, &e.0);
         let base = out.len();
@@ -89,10 +101,13 @@ impl SegmentBuf {
 
 /// A decoded segment: its clock, writer and operations, and where its packed bytes are.
 pub struct Segment {
+    /// The greatest clock value of its operations.
     pub hlc: u64,
     pub seq: u64,
     pub writer: Arc<str>,
     pub ops: Vec<Op>,
+    /// The clock value of each operation.
+    pub hlcs: Vec<u64>,
     /// Packed blobs: digest, absolute offset in the segment's bytes, length.
     pub packed: Vec<(Digest, usize, u64)>,
 }
@@ -111,6 +126,11 @@ pub fn decode_segment(buf: &[u8], name: &str) -> Result<Segment> {
     let hlc = d.u64()?;
     let seq = d.u64()?;
     let writer: Arc<str> = Arc::from(d.str()?);
+    let n = d.varint()?;
+    if n > (buf.len() / FRAME_OVERHEAD) as u64 {
+        return Err(bad("more clock values than the segment can hold"));
+    }
+    let hlcs = (0..n).map(|_| d.u64()).collect::<Result<Vec<u64>>>()?;
     let mut ops = Vec::new();
     let mut packed = Vec::new();
     loop {
@@ -132,11 +152,15 @@ pub fn decode_segment(buf: &[u8], name: &str) -> Result<Segment> {
             }
         }
     }
+    if ops.len() != hlcs.len() {
+        return Err(bad("operations and clock values do not match"));
+    }
     Ok(Segment {
         hlc,
         seq,
         writer,
         ops,
+        hlcs,
         packed,
     })
 }
@@ -288,15 +312,19 @@ mod tests {
         let d = hash_bytes(HashAlgo::Blake3, b"small");
         b.push_blob(&d, b"small");
         b.push_blob(&d, b"small");
-        b.push_op(Op::Put(Box::new(rec(7))));
-        b.push_op(Op::Pin {
-            id: ArtifactId(7),
-            pinned: true,
-        });
-        let (bytes, _) = b.encode("w1", 3, 99);
+        b.push_op(Op::Put(Box::new(rec(7))), 98);
+        b.push_op(
+            Op::Pin {
+                id: ArtifactId(7),
+                pinned: true,
+            },
+            99,
+        );
+        let (bytes, _) = b.encode("w1", 3);
         let s = decode_segment(&bytes, "x").unwrap();
         assert_eq!((s.hlc, s.seq, &*s.writer), (99, 3, "w1"));
         assert_eq!(s.ops.len(), 2);
+        assert_eq!(s.hlcs, [98, 99]);
         assert_eq!(
             s.packed.len(),
             1,
