@@ -3,8 +3,9 @@
 //! Layout under `s3://bucket/prefix/`:
 //! - `STORE.json`: format and hash algorithm, written by the first opener.
 //! - `blobs/<2 hex>/<rest>`: one object per blob larger than `pack_max`, named by its digest.
-//!   Create-only: a blob that exists (a `HEAD` finds it) is not uploaded again. Large ones go
-//!   up in multipart uploads, read and hashed on the fly.
+//!   Create-only: a blob that exists (a `HEAD` finds it) is not uploaded again. Those over
+//!   [`MULTIPART_MIN`] go up in multipart uploads, parts in parallel; files over 16 MiB are
+//!   streamed, their parts hashed as they are read.
 //! - `log/<writer>/<seq>`: index segments ([`segment`]). Every open store is a writer with a
 //!   random id and appends its operations as new immutable objects, so writers never contend.
 //!   Small blobs are packed into the segment beside the records that name them: one request
@@ -46,8 +47,14 @@ use segment::{Key, Ledger, SegmentBuf, decode_segment, decode_snapshot, encode_s
 pub const BATCH_OPS: usize = 1000;
 /// Bytes of frames a buffered writer collects before it uploads a segment.
 pub const BATCH_BYTES: usize = 4 << 20;
-/// Blobs larger than this go up as multipart uploads, in parts of this size.
-pub const PART_SIZE: usize = 8 << 20;
+/// Blobs larger than this go up as multipart uploads (S3's smallest part), their parts
+/// several at a time: faster than one request on the servers measured.
+pub const MULTIPART_MIN: usize = 5 << 20;
+/// Part size of a blob held in memory, and of a file streamed from disk.
+const MEM_PART: usize = 5 << 20;
+const FILE_PART: usize = 8 << 20;
+/// Files up to this size are read into memory whole (hashed and uploaded from there).
+const READ_WHOLE_MAX: u64 = 16 << 20;
 const FORMAT: u32 = 1;
 /// Segments and blobs fetched at once by a refresh.
 const FETCH_CONCURRENCY: usize = 16;
@@ -218,6 +225,9 @@ impl RemoteStore {
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_virtual_hosted_style_request(opts.virtual_hosted)
+            // No SHA-256 of every body for the signature: blobs are named by their own hash
+            // and checked against it when fetched, and this saves a pass over every upload.
+            .with_unsigned_payload(true)
             .with_retry(object_store::RetryConfig {
                 max_retries: opts.max_retries,
                 retry_timeout: opts.request_timeout * 2,
@@ -378,6 +388,17 @@ impl RemoteStore {
         self.record_ops(digest, data.len() as u64, metas, None)
     }
 
+    /// [`put_bytes`](Self::put_bytes) of a buffer this store may keep (no copy for upload).
+    fn put_vec(&self, data: Vec<u8>, metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
+        if (data.len() as u64) <= self.inner.pack_max {
+            return self.put_bytes(&data, metas);
+        }
+        let digest = hash_bytes(self.inner.algo, &data);
+        let size = data.len() as u64;
+        self.inner.upload_bytes(&digest, Bytes::from(data))?;
+        self.record_ops(digest, size, metas, None)
+    }
+
     /// Stores a copy of the file at `src` (left untouched) and records it. A large file is
     /// hashed first, then read again in parts that are hashed as they go up: if the file
     /// changed in between, the upload is aborted and nothing is recorded.
@@ -390,9 +411,9 @@ impl RemoteStore {
                 src.display()
             )));
         }
-        if meta.len() <= PART_SIZE as u64 {
+        if meta.len() <= READ_WHOLE_MAX {
             let data = std::fs::read(src).ctx("read", src)?;
-            return self.put_bytes(&data, metas);
+            return self.put_vec(data, metas);
         }
         let (digest, size) = hash_file(self.inner.algo, src)?;
         self.inner.upload_file(&digest, src)?;
@@ -1016,7 +1037,7 @@ impl Inner {
         }
         let key = ObjPath::from(self.blob_key(d));
         self.rt.block_on(async {
-            if data.len() <= PART_SIZE {
+            if data.len() <= MULTIPART_MIN {
                 self.s3
                     .put(&key, PutPayload::from(data))
                     .await
@@ -1024,8 +1045,8 @@ impl Inner {
                     .map_err(|e| obj_err("upload", key.as_ref(), e))
             } else {
                 let chunks = (0..data.len())
-                    .step_by(PART_SIZE)
-                    .map(|at| data.slice(at..(at + PART_SIZE).min(data.len())));
+                    .step_by(MEM_PART)
+                    .map(|at| data.slice(at..(at + MEM_PART).min(data.len())));
                 self.multipart(&key, futures::stream::iter(chunks.map(Ok)), None)
                     .await
             }
@@ -1041,7 +1062,7 @@ impl Inner {
             return Ok(());
         }
         let size = std::fs::metadata(src).ctx("stat", src)?.len();
-        if size <= PART_SIZE as u64 {
+        if size <= READ_WHOLE_MAX {
             let data = std::fs::read(src).ctx("read", src)?;
             if hash_bytes(self.algo, &data) != *d {
                 return Err(Error::invalid(format!(
@@ -1060,7 +1081,7 @@ impl Inner {
                 if at >= size {
                     return None;
                 }
-                let n = (size - at).min(PART_SIZE as u64) as usize;
+                let n = (size - at).min(FILE_PART as u64) as usize;
                 let mut buf = vec![0u8; n];
                 let r = std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, at)
                     .ctx("read", &src)
