@@ -559,6 +559,25 @@ fn parse_id(id: &str) -> PyResult<ArtifactId> {
 // ---------------------------------------------------------------------------------------------
 // Store
 
+/// The one artifact a write made, as Python's `Artifact`.
+fn first_artifact(
+    recs: core::Result<Vec<OwnedRecord>>,
+    uri_prefix: &Arc<str>,
+) -> PyResult<PyArtifact> {
+    let rec = recs
+        .py_err()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| invalid("no record".into()))?;
+    Ok(PyArtifact::new(rec, uri_prefix))
+}
+
+fn to_artifacts(recs: Vec<OwnedRecord>, uri_prefix: &Arc<str>) -> Vec<PyArtifact> {
+    recs.into_iter()
+        .map(|r| PyArtifact::new(r, uri_prefix))
+        .collect()
+}
+
 /// The engine's store handle. Python code uses `runstash.Store`, which wraps this.
 #[pyclass(frozen, module = "runstash._core", name = "CoreStore")]
 struct PyStore {
@@ -572,21 +591,12 @@ impl PyStore {
         Ok(meta)
     }
 
-    /// The one artifact a write made, as Python's `Artifact`.
     fn one(&self, recs: core::Result<Vec<OwnedRecord>>) -> PyResult<PyArtifact> {
-        let rec = recs
-            .py_err()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| invalid("no record".into()))?;
-        Ok(PyArtifact::new(rec, self.inner.blob_uri_prefix()))
+        first_artifact(recs, self.inner.blob_uri_prefix())
     }
 
     fn artifacts(&self, recs: Vec<OwnedRecord>) -> Vec<PyArtifact> {
-        let prefix = self.inner.blob_uri_prefix();
-        recs.into_iter()
-            .map(|r| PyArtifact::new(r, prefix))
-            .collect()
+        to_artifacts(recs, self.inner.blob_uri_prefix())
     }
 
     /// A digest from "algo:hex", a bare hex string (the store's algorithm), or a blob URI.
@@ -727,11 +737,7 @@ impl PyStore {
                 self.inner.record(d, size, &metas)
             })
             .py_err()?;
-        let prefix = self.inner.blob_uri_prefix();
-        Ok(recs
-            .into_iter()
-            .map(|r| PyArtifact::new(r, prefix))
-            .collect())
+        Ok(self.artifacts(recs))
     }
 
     // -- index queries ---------------------------------------------------------------------
@@ -1178,12 +1184,8 @@ impl PyWriter {
     /// Hash (streamed, or re-read after seeks), publish, record, and return the artifact.
     fn commit(&self, py: Python<'_>) -> PyResult<PyArtifact> {
         let w = self.inner.lock().take().ok_or_else(closed_err)?;
-        let recs = py.detach(|| self.store.commit(w, &self.meta)).py_err()?;
-        let rec = recs
-            .into_iter()
-            .next()
-            .ok_or_else(|| invalid("no record".into()))?;
-        Ok(PyArtifact::new(rec, self.store.uri_prefix()))
+        let recs = py.detach(|| self.store.commit(w, &self.meta));
+        first_artifact(recs, self.store.uri_prefix())
     }
 
     /// Throw the bytes away; nothing is left on disk. Idempotent.

@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::{
-    FilterArgs, IntoPy, MetaArgs, PyArtifact, PyWriter, WriterOwner, columns_dict, invalid,
-    parse_algo, parse_id, with_buffer,
+    FilterArgs, IntoPy, MetaArgs, PyArtifact, PyWriter, WriterOwner, columns_dict, first_artifact,
+    invalid, parse_algo, parse_id, to_artifacts, with_buffer,
 };
 use runstash_core as core;
 use runstash_core::index::{ArtifactId, Filter, Mode, OwnedRecord, RecordMeta};
@@ -30,19 +30,11 @@ impl PyRemoteStore {
     }
 
     fn one(&self, recs: core::Result<Vec<OwnedRecord>>) -> PyResult<PyArtifact> {
-        let rec = recs
-            .py_err()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| invalid("no record".into()))?;
-        Ok(PyArtifact::new(rec, self.inner.blob_uri_prefix()))
+        first_artifact(recs, self.inner.blob_uri_prefix())
     }
 
     fn artifacts(&self, recs: Vec<OwnedRecord>) -> Vec<PyArtifact> {
-        let prefix = self.inner.blob_uri_prefix();
-        recs.into_iter()
-            .map(|r| PyArtifact::new(r, prefix))
-            .collect()
+        to_artifacts(recs, self.inner.blob_uri_prefix())
     }
 
     /// A digest from "algo:hex", a bare hex string (the store's algorithm), or a blob URI.

@@ -532,25 +532,10 @@ impl RemoteStore {
         if self.inner.algo != d.algo() {
             return Ok(false);
         }
-        {
-            let st = self.inner.state.lock();
-            if st.packed.contains_key(d.bytes()) || st.remote_blobs.contains(d.bytes()) {
-                return Ok(true);
-            }
+        if self.inner.state.lock().packed.contains_key(d.bytes()) {
+            return Ok(true);
         }
-        let key = self.inner.blob_key(d);
-        match self
-            .inner
-            .rt
-            .block_on(self.inner.s3.head(&ObjPath::from(key.as_str())))
-        {
-            Ok(_) => {
-                self.inner.state.lock().remote_blobs.insert(*d.bytes());
-                Ok(true)
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(obj_err("head", &key, e)),
-        }
+        self.inner.remote_has(d)
     }
 
     /// A blob's bytes: from the cache, or fetched (and checked against its digest, then
@@ -886,6 +871,20 @@ impl Inner {
         }
     }
 
+    /// Fetches objects by name, [`FETCH_CONCURRENCY`] at a time: (name, bytes or `None` if
+    /// it is gone), in completion order.
+    fn fetch_all(
+        &self,
+        names: Vec<String>,
+    ) -> impl futures::Stream<Item = (String, Result<Option<Bytes>>)> + '_ {
+        futures::stream::iter(names)
+            .map(move |n| async move {
+                let b = self.get_bytes(&n).await;
+                (n, b)
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+    }
+
     async fn refresh(&self) -> Result<()> {
         let started = Instant::now();
         let mut rounds = 0;
@@ -904,12 +903,7 @@ impl Inner {
                         .filter(|n| !st.seen.contains(n))
                         .collect()
                 };
-                let mut fetched = futures::stream::iter(names)
-                    .map(|n| async move {
-                        let b = self.get_bytes(&n).await;
-                        (n, b)
-                    })
-                    .buffer_unordered(FETCH_CONCURRENCY);
+                let mut fetched = self.fetch_all(names);
                 while let Some((name, got)) = fetched.next().await {
                     match got? {
                         // Deleted since listed: a compaction put it in a snapshot.
@@ -979,12 +973,7 @@ impl Inner {
             .filter(|n| !have.contains(n.as_str()))
             .map(|n| n.to_string())
             .collect();
-        let mut fetched = futures::stream::iter(wanted)
-            .map(|n| async move {
-                let b = self.get_bytes(&n).await;
-                (n, b)
-            })
-            .buffer_unordered(FETCH_CONCURRENCY);
+        let mut fetched = self.fetch_all(wanted);
         let mut gone = Vec::new();
         while let Some((name, got)) = fetched.next().await {
             match got? {
