@@ -343,6 +343,18 @@ impl AtomicFile {
 }
 
 impl AtomicFile {
+    /// Like [`commit_noreplace`](Self::commit_noreplace), but when `dest` exists the temp file
+    /// stays (and is removed on drop), so the caller can publish it again once `dest` is gone.
+    pub(crate) fn try_commit_noreplace(&mut self, dest: &Path) -> Result<bool> {
+        self.sync_file()?;
+        let created = rename_noreplace(&self.tmp, dest)?;
+        if created {
+            self.done = true;
+            self.sync_parent(dest)?;
+        }
+        Ok(created)
+    }
+
     /// Like [`commit_noreplace`](Self::commit_noreplace), but by a hard link: the temp file
     /// keeps its name (and is removed on drop), so the caller can link it again if the final
     /// name is removed before the caller is done (a concurrent garbage collection).

@@ -43,6 +43,9 @@ pub struct StoreStats {
     pub staging_bytes: u64,
     /// Bytes of the index (log segments and snapshots).
     pub index_bytes: u64,
+    /// Damaged blob files moved to `quarantine/`, and their bytes.
+    pub quarantined_files: u64,
+    pub quarantined_bytes: u64,
 }
 
 /// How far `verify_report` got.
@@ -77,6 +80,8 @@ pub struct IntegrityReport {
     pub stray: Vec<PathBuf>,
     /// Blob files that could not be read, or live directory manifests that do not parse.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// Damaged blob files in `quarantine/` (this check's finds and earlier ones).
+    pub quarantined: Vec<crate::damage::Quarantined>,
 }
 
 impl IntegrityReport {
@@ -87,6 +92,7 @@ impl IntegrityReport {
             && self.orphaned.is_empty()
             && self.stray.is_empty()
             && self.unreadable.is_empty()
+            && self.quarantined.is_empty()
     }
 }
 
@@ -134,6 +140,9 @@ impl Store {
             .count() as u64;
         (s.staging_files, s.staging_bytes) = entries_and_bytes(self.blobs().staging_dir())?;
         s.index_bytes = entries_and_bytes(&self.root().join("index"))?.1;
+        let q = self.blobs().quarantined()?;
+        s.quarantined_files = q.len() as u64;
+        s.quarantined_bytes = q.iter().map(|f| f.size).sum();
         Ok(s)
     }
 
@@ -170,6 +179,11 @@ impl Store {
                         present.push((d, f.path, f.size));
                     }
                     Ok(None) => {} // deleted since the walk (a concurrent gc)
+                    // A symlink or non-file at a blob name: damage (moved to quarantine).
+                    Err(e) if e.kind() == ErrorKind::Corrupt => {
+                        r.corrupt.push((d, f.path.clone()));
+                        present.push((d, f.path, f.size));
+                    }
                     Err(e) => r.unreadable.push((f.path, e.message().to_string())),
                 },
             }
@@ -192,6 +206,7 @@ impl Store {
         }
         // Packed blobs of live records: their bytes are in the index log, re-hash them too.
         let algo = self.blobs().algo();
+        let mut packed_gone = HashSet::new();
         for (key, loc) in self.index().read(|m| m.live_packed())? {
             let d = Digest::new(algo, key);
             let at = self.root().join("index").join(format!(
@@ -208,6 +223,10 @@ impl Store {
                     }
                 }
                 Ok(None) => {}
+                // Its segment is gone: missing, unless a blob file holds the bytes.
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    packed_gone.insert(d);
+                }
                 Err(e) => r.unreadable.push((at, e.message().to_string())),
             }
         }
@@ -221,7 +240,10 @@ impl Store {
             .named
             .keys()
             .chain(live.members.iter())
-            .filter(|d| !on_disk.contains(d) && !self.has_blob(d))
+            .filter(|d| {
+                !on_disk.contains(d)
+                    && (!self.has_blob(d) || (packed_gone.contains(d) && !self.blobs().exists(d)))
+            })
             .copied()
             .collect();
         if !absent.is_empty() {
@@ -231,6 +253,7 @@ impl Store {
         r.orphaned.sort();
         r.stray.sort();
         r.unreadable.sort();
+        r.quarantined = self.blobs().quarantined()?;
         Ok(r)
     }
 

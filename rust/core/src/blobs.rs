@@ -7,24 +7,36 @@
 //! - Every temp file lives in `staging/` (same filesystem as `blobs/`), so publishing is a
 //!   rename, never a copy.
 //! - Nothing outside the store root is ever written; `ingest` only takes files that resolve to a
-//!   path inside `staging/`.
+//!   path inside `staging/`, which must be a real directory of the store (not a symlink), and
+//!   only a staged file with one name (a hard link to a user's file would make the user's inode
+//!   a blob that its owner can still change).
+//! - A write whose bytes are already stored relies on the stored file only after checking it
+//!   (see `damage.rs`); damage is moved aside and the write stores its own copy.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::MetadataExt;
+
 use crate::atomic::{
     AtomicFile, Durability, create_exclusive, create_unnamed, fsync_dir, link_noreplace,
     link_unnamed_noreplace, unique_token,
 };
+use crate::damage::is_blob_file;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::hash::{Digest, HashAlgo, hash_bytes, hash_open_file};
+use crate::hash::{Digest, HashAlgo, hash_bytes};
+use crate::input::{Links, open_regular};
 use crate::paths::{ensure_inside, normalize_ext};
 
 /// Files below this size are read into memory and written in one call; larger ones are copied
 /// by the kernel while another thread hashes them.
 const KERNEL_COPY_MIN: u64 = 1 << 20;
+
+/// How many times a write replaces a damaged stored copy of its bytes before it gives up (each
+/// try moves the damaged file aside; only a file damaged again at once makes a second needed).
+const HEAL_TRIES: usize = 4;
 
 /// The outcome of storing bytes.
 #[derive(Debug, Clone)]
@@ -44,6 +56,8 @@ pub struct VerifyReport {
     pub corrupt: Vec<PathBuf>,
     /// Files under `blobs/` that are not named like a blob.
     pub stray: Vec<PathBuf>,
+    /// Blobs that live records name, packed in a log segment that is gone.
+    pub missing: Vec<Digest>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,15 +117,33 @@ impl BlobStore {
 
     /// Renames a finished temp file to the blob path, creating the fan-out directory on first
     /// use. Returns whether this call created the blob.
-    fn publish(&self, f: &mut AtomicFile, d: &Digest) -> Result<bool> {
+    fn publish(&self, f: &mut AtomicFile, d: &Digest, size: u64) -> Result<bool> {
+        self.publish_checked(d, size, |dest| f.try_commit_noreplace(dest))
+    }
+
+    /// Gives `size` bytes hashing to `d` the blob name with `link` (true: this call created
+    /// it). On a dedup hit the stored file is checked ([`BlobStore::existing_intact`]): if it
+    /// is damaged it has been moved aside, and `link` runs again.
+    fn publish_checked(
+        &self,
+        d: &Digest,
+        size: u64,
+        mut link: impl FnMut(&Path) -> Result<bool>,
+    ) -> Result<bool> {
         let dest = self.path_of(d);
-        match f.commit_noreplace(&dest) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.make_fanout(&dest)?;
-                f.commit_noreplace(&dest)
+        for _ in 0..HEAL_TRIES {
+            let created = match link(&dest) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    self.make_fanout(&dest)?;
+                    link(&dest)?
+                }
+                r => r?,
+            };
+            if created || self.existing_intact(d, size)? {
+                return Ok(created);
             }
-            r => r,
         }
+        Err(heal_failed(d, &dest))
     }
 
     fn make_fanout(&self, dest: &Path) -> Result<()> {
@@ -148,12 +180,12 @@ impl BlobStore {
             if let Some(created) = self.put_unnamed(data, &digest)? {
                 return Ok(self.info(digest, size, created));
             }
-        } else if self.path_of(&digest).exists() {
+        } else if is_blob_file(&self.path_of(&digest)) && self.existing_intact(&digest, size)? {
             return Ok(self.info(digest, size, false));
         }
         let mut f = AtomicFile::create_in(&self.staging, self.durability, None, 0o444, "")?;
         f.write_all(data)?;
-        let created = self.publish(&mut f, &digest)?;
+        let created = self.publish(&mut f, &digest, size)?;
         Ok(self.info(digest, size, created))
     }
 
@@ -164,13 +196,20 @@ impl BlobStore {
         };
         file.write_all(data).ctx("write", &self.staging)?;
         let dest = self.path_of(digest);
-        match link_unnamed_noreplace(&file, &dest) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.make_fanout(&dest)?;
-                link_unnamed_noreplace(&file, &dest)
+        for _ in 0..HEAL_TRIES {
+            let linked = match link_unnamed_noreplace(&file, &dest) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    self.make_fanout(&dest)?;
+                    link_unnamed_noreplace(&file, &dest)?
+                }
+                r => r?,
+            };
+            match linked {
+                Some(false) if !self.existing_intact(digest, data.len() as u64)? => continue,
+                other => return Ok(other),
             }
-            r => r,
         }
+        Err(heal_failed(digest, &dest))
     }
 
     /// A streaming writer whose bytes become a blob on `commit`. `ext` only names the temp file.
@@ -198,15 +237,8 @@ impl BlobStore {
     /// large files are copied by the kernel (`copy_file_range`) while a second thread hashes the
     /// same pages, so the hash costs little beyond the copy.
     pub fn save(&self, src: &Path) -> Result<BlobInfo> {
-        let file = File::open(src).ctx("open", src)?;
-        let meta = file.metadata().ctx("stat", src)?;
-        if meta.is_dir() {
-            return Err(Error::invalid(format!(
-                "cannot save {}: it is a directory",
-                src.display()
-            )));
-        }
-        if !meta.is_file() || meta.len() < KERNEL_COPY_MIN {
+        let (file, meta) = open_regular(src, Links::Follow, "save")?;
+        if meta.len() < KERNEL_COPY_MIN {
             let mut buf = Vec::with_capacity(meta.len() as usize);
             (&file).read_to_end(&mut buf).ctx("read", src)?;
             return self.put_bytes(&buf);
@@ -242,13 +274,14 @@ impl BlobStore {
             ));
         }
         tmp.note_external_write(copied);
-        let created = self.publish(&mut tmp, &digest)?;
+        let created = self.publish(&mut tmp, &digest, len)?;
         Ok(self.info(digest, len, created))
     }
 
     /// Creates an empty file in `staging/` for the caller to fill, then `ingest`.
     pub fn stage(&self, ext: &str) -> Result<PathBuf> {
         let ext = normalize_ext(ext)?;
+        self.check_staging()?;
         let path = self.staging.join(format!("stage.{}{ext}", unique_token()));
         create_exclusive(&path, 0o644)?;
         Ok(path)
@@ -259,6 +292,7 @@ impl BlobStore {
         if !suffix.is_empty() {
             crate::paths::validate_component(suffix, "directory suffix")?;
         }
+        self.check_staging()?;
         let path = self.staging.join(format!("dir.{}{suffix}", unique_token()));
         std::fs::create_dir(&path).ctx("create directory", &path)?;
         Ok(path)
@@ -277,6 +311,8 @@ impl BlobStore {
     /// the caller can [`link_staged`](Self::link_staged) it again if a concurrent garbage
     /// collection removed the blob. Returns the staged file's resolved path and the blob.
     pub fn ingest_keep(&self, staged: &Path) -> Result<(PathBuf, BlobInfo)> {
+        crate::input::check_no_nul(staged)?;
+        self.check_staging()?;
         let staging = self.staging.canonicalize().ctx("resolve", &self.staging)?;
         let meta = std::fs::symlink_metadata(staged).ctx("stat", staged)?;
         if meta.file_type().is_symlink() {
@@ -299,71 +335,96 @@ impl BlobStore {
                 staging.display()
             )));
         }
-        let file = File::open(&real).ctx("open", &real)?;
-        let (digest, size) = hash_open_file(self.algo, &file, &real)?;
+        let (file, meta) = open_regular(&real, Links::Refuse, "ingest")?;
+        if meta.nlink() != 1 {
+            return Err(Error::invalid(format!(
+                "refusing to ingest {}: it has {} hard links, so it may be a file outside the \
+                 store; a staged file must have exactly one name (write it, or copy it, into \
+                 the staged path)",
+                staged.display(),
+                meta.nlink()
+            )));
+        }
+        let (digest, size) = crate::hash::hash_open_file(self.algo, &file, &real)?;
         file.set_permissions(std::fs::Permissions::from_mode(0o444))
             .ctx("chmod", &real)?;
         if self.durability == Durability::Fsync {
             file.sync_all().ctx("fsync", &real)?;
         }
         drop(file);
-        let created = self.link_staged(&real, &digest)?;
+        let created = self.link_staged(&real, &digest, size)?;
         Ok((real, self.info(digest, size, created)))
     }
 
-    /// Links the staged file `real` (already hashed to `digest`) at the blob path, unless
-    /// the blob is there. Returns whether this call created the blob.
-    pub fn link_staged(&self, real: &Path, digest: &Digest) -> Result<bool> {
-        let dest = self.path_of(digest);
-        let created = match link_noreplace(real, &dest) {
-            Err(e) if e.kind() == ErrorKind::NotFound && real.exists() => {
-                self.make_fanout(&dest)?;
-                link_noreplace(real, &dest)?
-            }
-            r => r?,
+    /// `staging/` must be the store's own directory: a symlink there could lead `ingest` to
+    /// link files of anywhere into `blobs/`.
+    fn check_staging(&self) -> Result<()> {
+        let meta = std::fs::symlink_metadata(&self.staging).ctx("stat", &self.staging)?;
+        if meta.is_dir() {
+            return Ok(());
+        }
+        let what = if meta.file_type().is_symlink() {
+            "a symlink"
+        } else {
+            "not a directory"
         };
+        Err(Error::corrupt(format!(
+            "the staging area {} is {what}; it must be a directory of the store (remove it and \
+             reopen the store to re-create it)",
+            self.staging.display()
+        ))
+        .with_path(&self.staging))
+    }
+
+    /// Links the staged file `real` (already hashed to `digest`, `size` bytes) at the blob
+    /// path, unless an intact blob is there. Returns whether this call created the blob.
+    pub fn link_staged(&self, real: &Path, digest: &Digest, size: u64) -> Result<bool> {
+        let dest = self.path_of(digest);
+        let created = self.publish_checked(digest, size, |dest| link_noreplace(real, dest))?;
         if created && self.durability == Durability::Fsync {
             fsync_dir(dest.parent().unwrap_or(&self.blobs))?;
         }
         Ok(created)
     }
 
+    /// Whether a blob file is there (a regular file at its name; a symlink is not one).
     pub fn exists(&self, d: &Digest) -> bool {
-        self.path_of(d).is_file()
+        is_blob_file(&self.path_of(d))
     }
 
-    /// Opens a blob for reading.
+    /// Opens a blob for reading (see [`BlobStore::open_blob`]).
     pub fn open(&self, d: &Digest) -> Result<File> {
-        self.check_digest(d)?;
-        let p = self.path_of(d);
-        File::open(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::not_found(format!("no blob {d} in the store")).with_path(&p)
-            }
-            _ => Error::io("open", &p, e),
-        })
+        self.open_blob(d)
     }
 
-    /// Reads a whole blob; with `verify`, checks that the bytes still hash to `d`.
+    /// Reads a whole blob; with `verify`, checks that the bytes still hash to `d` (damage is
+    /// moved to quarantine and is a `Corrupt` error).
     pub fn read(&self, d: &Digest, verify: bool) -> Result<Vec<u8>> {
-        let mut f = self.open(d)?;
+        let mut f = self.open_blob(d)?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf).ctx("read", &self.path_of(d))?;
         if verify && hash_bytes(self.algo, &buf) != *d {
-            return Err(Error::corrupt(format!("blob {d} does not match its hash"))
-                .with_path(&self.path_of(d)));
+            let meta = f.metadata().ctx("stat", &self.path_of(d))?;
+            let moved = self.quarantine(d, Some(&meta))?;
+            let moved = moved.map_or(String::new(), |m| format!("; moved to {}", m.display()));
+            return Err(
+                Error::corrupt(format!("blob {d} does not match its hash{moved}"))
+                    .with_path(&self.path_of(d)),
+            );
         }
         Ok(buf)
     }
 
-    /// Re-hashes one blob. `Ok(false)` means the bytes no longer match; a missing blob is an error.
+    /// Re-hashes one blob. `Ok(false)` means the bytes no longer match (the file is moved to
+    /// quarantine); a missing blob is an error, and so is a symlink or a non-file at its name.
     pub fn verify(&self, d: &Digest) -> Result<bool> {
-        let f = self.open(d)?;
-        let (got, _) = hash_open_file(self.algo, &f, &self.path_of(d))?;
-        Ok(got == *d)
+        let f = self.open_blob(d)?;
+        self.check_open(d, &f)
     }
 
-    /// Re-hashes every blob and lists stray files under `blobs/`.
+    /// Re-hashes every blob and lists stray files under `blobs/`. Damaged blobs (bytes that
+    /// do not hash to the name, a symlink or a non-file at a blob name) are reported and moved
+    /// to quarantine.
     pub fn verify_all(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         for (path, digest) in self.walk()? {
@@ -371,9 +432,17 @@ impl BlobStore {
                 None => report.stray.push(path),
                 Some(d) => {
                     report.checked += 1;
-                    let f = File::open(&path).ctx("open", &path)?;
-                    let (got, _) = hash_open_file(self.algo, &f, &path)?;
-                    if got != d {
+                    let intact = match self.open_blob(&d) {
+                        Ok(f) => self.check_open(&d, &f)?,
+                        // Removed meanwhile (a concurrent gc): nothing left to check.
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            report.checked -= 1;
+                            continue;
+                        }
+                        Err(e) if e.kind() == ErrorKind::Corrupt => false,
+                        Err(e) => return Err(e),
+                    };
+                    if !intact {
                         report.corrupt.push(path);
                     }
                 }
@@ -404,13 +473,24 @@ impl BlobStore {
                 let digest = format!("{}:{fan_name}{name}", self.algo)
                     .parse::<Digest>()
                     .ok();
-                let is_file = ent.file_type().map(|t| t.is_file()).unwrap_or(false);
-                out.push((ent.path(), digest.filter(|_| is_file)));
+                // A symlink or other non-directory at a blob name keeps its digest: it is
+                // damage of that blob (verify finds it), not a stray file.
+                let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                out.push((ent.path(), digest.filter(|_| !is_dir)));
             }
         }
         out.sort();
         Ok(out)
     }
+}
+
+fn heal_failed(d: &Digest, dest: &Path) -> Error {
+    Error::corrupt(format!(
+        "blob {d}: the stored copy was found damaged {HEAL_TRIES} times in a row while this \
+         write replaced it; is something rewriting {}?",
+        dest.display()
+    ))
+    .with_path(dest)
 }
 
 /// Copies `len` bytes from `src` to `dst` in the kernel; falls back to read/write where
@@ -569,14 +649,9 @@ impl BlobWriter {
             Sink::Mem { buf, .. } => self.store.put_bytes(buf),
             Sink::File(f) => {
                 let (digest, size) = f.digest()?;
-                let dest = self.store.path_of(&digest);
-                let created = match f.link_noreplace(&dest) {
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        self.store.make_fanout(&dest)?;
-                        f.link_noreplace(&dest)?
-                    }
-                    r => r?,
-                };
+                let created = self
+                    .store
+                    .publish_checked(&digest, size, |dest| f.link_noreplace(dest))?;
                 Ok(self.store.info(digest, size, created))
             }
         }
@@ -588,7 +663,7 @@ impl BlobWriter {
             Sink::Mem { buf, .. } => self.store.put_bytes(buf),
             Sink::File(f) => {
                 let (digest, size) = f.digest()?;
-                let created = self.store.publish(f, &digest)?;
+                let created = self.store.publish(f, &digest, size)?;
                 Ok(self.store.info(digest, size, created))
             }
         }
@@ -665,9 +740,13 @@ mod tests {
         assert_eq!(r.checked, 2);
         assert_eq!(r.corrupt, vec![b.path.clone()]);
         assert!(s.verify(&a.digest).unwrap());
+        // The damaged file was moved aside: the name is free for a fresh copy.
+        assert_eq!(s.quarantined().unwrap().len(), 1);
         assert_eq!(
             s.read(&b.digest, true).unwrap_err().kind(),
-            ErrorKind::Corrupt
+            ErrorKind::NotFound
         );
+        assert!(s.put_bytes(b"bad!").unwrap().created);
+        assert_eq!(s.read(&b.digest, true).unwrap(), b"bad!");
     }
 }

@@ -66,6 +66,10 @@ impl Error {
         let kind = match err.kind() {
             io::ErrorKind::NotFound => ErrorKind::NotFound,
             io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+            // Raised by the standard library itself, never by the OS: a path with a NUL byte.
+            io::ErrorKind::InvalidInput if err.raw_os_error().is_none() => {
+                ErrorKind::InvalidArgument
+            }
             _ => ErrorKind::Io,
         };
         Error {

@@ -18,6 +18,9 @@
 //! was already there (a dedup hit on an old orphan) the writer must re-check, under the index
 //! lock, that its blob still exists before it appends, and publish it again if gc took it.
 //!
+//! Nothing is deleted from a store whose `STORE.json` or current index segment was removed or
+//! replaced under this handle ([`Store::check_intact`], at the start and before each chunk).
+//!
 //! Deletions are not fsynced: an orphan that comes back after a power cut is harmless.
 //!
 //! [`SharedIndex::locked`]: crate::index::SharedIndex::locked
@@ -72,6 +75,8 @@ impl Store {
                 "gc can assume records deleted only in a dry run",
             ));
         }
+        // An index or STORE.json removed or replaced under this handle cannot say what is live.
+        self.check_intact()?;
         let mut plan = self.gc_plan(grace, assume_deleted)?;
         // Packed bytes of deleted records go with the log segments compaction lets go.
         let dead_packed = !dry_run && self.index().read(|m| m.has_dead_packed())?;
@@ -136,9 +141,10 @@ impl Store {
         } = plan;
         let none = HashSet::new();
         for chunk in candidates.chunks(CHUNK) {
-            self.index().locked(|m| {
+            self.check_intact()?;
+            self.index().locked(|m, packed| {
                 let mut live = LiveSet::of_index(m, &none);
-                self.resolve_trees(&mut live, &mut cache);
+                self.resolve_trees_with(&mut live, &mut cache, &|d| packed.read(d));
                 refuse_unknown_trees(&live)?;
                 for (d, path, _) in chunk {
                     if live.contains(d) {

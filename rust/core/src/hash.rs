@@ -194,8 +194,11 @@ pub fn hash_bytes(algo: HashAlgo, data: &[u8]) -> Digest {
 
 /// Hashes a whole file. Large files are memory-mapped (no copy into a buffer) and BLAKE3 uses
 /// all cores on them; small files are read with one buffer.
+///
+/// Only a regular file is read: a FIFO, socket or device is an `InvalidArgument` error before
+/// any read (see `input.rs`).
 pub fn hash_file(algo: HashAlgo, path: &Path) -> Result<(Digest, u64)> {
-    let file = File::open(path).ctx("open", path)?;
+    let (file, _) = crate::input::open_regular(path, crate::input::Links::Follow, "hash")?;
     hash_open_file(algo, &file, path)
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`hash`]: BLAKE3 and SHA-256, streaming and whole-file.
 //! - [`atomic`]: `AtomicFile`, bytes reach their final name only when complete.
-//! - [`blobs`]: the content-addressed blob store.
+//! - [`blobs`]: the content-addressed blob store; [`damage`]: damaged blobs and quarantine.
+//! - [`input`]: opening callers' files (regular files only).
 //! - [`store`]: a store root, its metadata and layout.
 //! - [`paths`]: validation of caller-supplied names and paths.
 //! - [`live`], [`gc`], [`audit`], [`retention`]: what is live, garbage collection, stats and
@@ -12,10 +13,12 @@
 pub mod atomic;
 pub mod audit;
 pub mod blobs;
+pub mod damage;
 pub mod error;
 pub mod gc;
 pub mod hash;
 pub mod index;
+pub mod input;
 pub mod live;
 pub mod paths;
 #[cfg(feature = "s3")]
@@ -26,6 +29,7 @@ pub mod store;
 pub use atomic::{AtomicFile, Durability, write_atomic};
 pub use audit::{IntegrityReport, MissingBlob, StoreStats, VerifyProgress};
 pub use blobs::{BlobInfo, BlobStore, BlobWriter, VerifyReport};
+pub use damage::{QUARANTINE_DIR, Quarantined};
 pub use error::{Error, ErrorKind, Result};
 pub use gc::GcReport;
 pub use hash::{Digest, HashAlgo, Hasher, hash_bytes, hash_file};

@@ -74,6 +74,9 @@ impl LiveSet {
     }
 }
 
+/// Reads a blob's packed bytes (`None`: not packed).
+pub type PackedFn<'a> = dyn Fn(&Digest) -> Result<Option<Vec<u8>>> + 'a;
+
 /// Parsed manifests by their digest: manifests are content-addressed, so never stale.
 pub type ManifestCache = HashMap<Digest, Vec<Digest>>;
 
@@ -103,15 +106,41 @@ impl Store {
 
     /// The file blobs listed by a directory artifact's manifest.
     pub fn tree_members(&self, manifest: &Digest) -> Result<Vec<Digest>> {
-        let bytes = self.read_blob(manifest, false)?;
+        self.tree_members_with(manifest, &|d| self.index().read_packed(d))
+    }
+
+    /// [`tree_members`](Self::tree_members), reading packed bytes with `packed` (under the
+    /// index lock the caller passes the [`PackedReader`](crate::index::PackedReader) it holds).
+    pub fn tree_members_with(
+        &self,
+        manifest: &Digest,
+        packed: &PackedFn<'_>,
+    ) -> Result<Vec<Digest>> {
+        self.blobs().check_digest(manifest)?;
+        let bytes = match packed(manifest) {
+            Ok(Some(b)) => b,
+            Ok(None) => self.blobs().read(manifest, false)?,
+            Err(e) if e.kind() == ErrorKind::NotFound => self.blobs().read(manifest, false)?,
+            Err(e) => return Err(e),
+        };
         parse_manifest(&bytes)
     }
 
     /// Reads the manifests of `live.trees` (through `cache`) into `live.members`.
     pub fn resolve_trees(&self, live: &mut LiveSet, cache: &mut ManifestCache) {
+        self.resolve_trees_with(live, cache, &|d| self.index().read_packed(d))
+    }
+
+    /// [`resolve_trees`](Self::resolve_trees), reading packed manifests with `packed`.
+    pub fn resolve_trees_with(
+        &self,
+        live: &mut LiveSet,
+        cache: &mut ManifestCache,
+        packed: &PackedFn<'_>,
+    ) {
         for (_, d) in &live.trees {
             if !cache.contains_key(d) {
-                match self.tree_members(d) {
+                match self.tree_members_with(d, packed) {
                     Ok(members) => {
                         cache.insert(*d, members);
                     }

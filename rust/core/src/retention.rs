@@ -124,6 +124,8 @@ impl Store {
                 return Ok(plan);
             }
             plan.dry_run = false;
+            // A removed or replaced index cannot say which records are the best.
+            self.check_intact()?;
             if self.delete_unpinned(&plan.delete)? {
                 return Ok(plan);
             }

@@ -4,6 +4,14 @@
 //! that the store was made by a format this code knows and with the hash algorithm asked for.
 //! A root that is a file, or a non-empty directory that is not a store, is refused rather than
 //! written into.
+//!
+//! Invariants:
+//! - `STORE.json` is written last when a store is created (after `index/` and its first
+//!   segment), so a store with `STORE.json` always has an index, and one whose index files are
+//!   missing is damaged, never new: it is refused (`Corrupt`), never re-initialised.
+//! - A directory that holds blob files or index records but no `STORE.json` is a store that
+//!   lost its `STORE.json`: refused, never re-created (that could change its hash).
+//! - `STORE.json`'s hash must be the hash of the index's records: refused otherwise.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,9 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{AtomicFile, Durability, clean_stale_temps, fsync_dir};
 use crate::blobs::BlobStore;
+use crate::damage::is_blob_file;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::hash::{Digest, HashAlgo, hash_bytes};
 use crate::index::{ArtifactId, Op, OwnedRecord, RecordMeta, SharedIndex, validate_new};
+use crate::input::{Links, open_regular};
 
 /// The on-disk format this code writes and the newest it can read.
 pub const FORMAT_VERSION: u32 = 1;
@@ -80,6 +90,7 @@ impl Store {
         if root.as_os_str().is_empty() {
             return Err(Error::invalid("store root must not be empty"));
         }
+        crate::input::check_no_nul(root)?;
         if opts.pack_max > PACK_MAX_LIMIT {
             return Err(Error::invalid(format!(
                 "pack_max must be at most {PACK_MAX_LIMIT} bytes, not {}",
@@ -108,7 +119,7 @@ impl Store {
         check_meta(&meta, &meta_path, opts.hash)?;
         let algo: HashAlgo = meta.hash.parse()?;
         let mut made = false;
-        for sub in ["blobs", "staging", "index"] {
+        for sub in ["blobs", "staging"] {
             let p = root.join(sub);
             match std::fs::create_dir(&p) {
                 Ok(()) => made = true,
@@ -124,6 +135,7 @@ impl Store {
         clean_stale_temps(&root.join("staging"))?;
         let blobs = BlobStore::new(root.clone(), algo, opts.durability);
         let index = Arc::new(SharedIndex::open(&root.join("index"), opts.durability)?);
+        check_index_hash(&index, algo, &meta_path)?;
         let blob_uri_prefix = Arc::from(format!("{}/", file_uri(&root.join("blobs"))));
         Ok(Store {
             root,
@@ -137,6 +149,33 @@ impl Store {
 
     pub fn pack_max(&self) -> u64 {
         self.pack_max
+    }
+
+    /// Before anything deletes: `STORE.json` still says what it said at open, and the index's
+    /// current segment is still the file this handle has open. `Corrupt` otherwise.
+    pub fn check_intact(&self) -> Result<()> {
+        let path = self.root.join(META_FILE);
+        match read_meta(&path)? {
+            Some(m) if m.hash == self.meta.hash => {}
+            Some(m) => {
+                return Err(Error::corrupt(format!(
+                    "{} now says hash {:?}, not {:?} as when this store was opened; refusing \
+                     to delete anything",
+                    path.display(),
+                    m.hash,
+                    self.meta.hash
+                ))
+                .with_path(&path));
+            }
+            None => {
+                return Err(Error::corrupt(format!(
+                    "{} is missing; refusing to delete anything",
+                    path.display()
+                ))
+                .with_path(&path));
+            }
+        }
+        self.index.check_intact()
     }
 
     pub fn index(&self) -> &SharedIndex {
@@ -180,11 +219,17 @@ impl Store {
         size: u64,
         metas: &[RecordMeta],
     ) -> Result<Vec<OwnedRecord>> {
-        self.record_or_publish(digest, size, metas, || {
-            Err(Error::not_found(format!(
-                "blob {digest} is not in the store (removed by a concurrent gc?)"
-            )))
-        })
+        self.record_or_publish(
+            digest,
+            size,
+            metas,
+            || {
+                Err(Error::not_found(format!(
+                    "blob {digest} is not in the store (removed by a concurrent gc?)"
+                )))
+            },
+            |_| Ok(()),
+        )
     }
 
     /// Like [`record`](Self::record), but if the blob is gone when the index lock is taken, it
@@ -198,6 +243,7 @@ impl Store {
         size: u64,
         metas: &[RecordMeta],
         publish: impl FnOnce() -> Result<()>,
+        also: impl FnOnce(&crate::index::MemIndex) -> Result<()>,
     ) -> Result<Vec<OwnedRecord>> {
         let ops = self.new_ops(digest, size, metas)?;
         let path = self.blobs.path_of(&digest);
@@ -207,11 +253,12 @@ impl Store {
             std::fs::remove_file(&path).ctx("remove", &path)?;
         }
         self.index.append(&ops, |m| {
-            if m.packed(&digest).is_some() || path.is_file() {
+            also(m)?;
+            if m.packed(&digest).is_some() || is_blob_file(&path) {
                 return Ok(());
             }
             publish().map_err(|e| e.with_path(&path))?;
-            if path.is_file() {
+            if is_blob_file(&path) {
                 Ok(())
             } else {
                 Err(Error::not_found(format!("blob {digest} was not published")).with_path(&path))
@@ -256,7 +303,13 @@ impl Store {
         metas: &[RecordMeta],
     ) -> Result<Vec<OwnedRecord>> {
         let info = publish()?;
-        self.record_or_publish(info.digest, info.size, metas, || publish().map(|_| ()))
+        self.record_or_publish(
+            info.digest,
+            info.size,
+            metas,
+            || publish().map(|_| ()),
+            |_| Ok(()),
+        )
     }
 
     /// Stores a copy of the file at `src` (left untouched) and records it. Files up to
@@ -273,9 +326,8 @@ impl Store {
         if self.pack_max == 0 {
             return Ok(None);
         }
-        let file = std::fs::File::open(src).ctx("open", src)?;
-        let meta = file.metadata().ctx("stat", src)?;
-        if !meta.is_file() || meta.len() > self.pack_max {
+        let (file, meta) = open_regular(src, Links::Follow, "save")?;
+        if meta.len() > self.pack_max {
             return Ok(None);
         }
         let mut buf = Vec::with_capacity(meta.len() as usize + 1);
@@ -288,9 +340,17 @@ impl Store {
     /// is appended. If recording fails the staged file stays, read-only, with its bytes.
     pub fn ingest(&self, staged: &Path, metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
         let (real, info) = self.blobs.ingest_keep(staged)?;
-        let recs = self.record_or_publish(info.digest, info.size, metas, || {
-            self.blobs.link_staged(&real, &info.digest).map(|_| ())
-        })?;
+        let recs = self.record_or_publish(
+            info.digest,
+            info.size,
+            metas,
+            || {
+                self.blobs
+                    .link_staged(&real, &info.digest, info.size)
+                    .map(|_| ())
+            },
+            |_| Ok(()),
+        )?;
         // The record names the blob now: the staged name is only a leftover (and `stats`
         // reports it) if this fails.
         let _ = std::fs::remove_file(&real);
@@ -313,9 +373,55 @@ impl Store {
             return self.put_packed(digest, &data, metas);
         }
         let info = w.publish_keep()?;
-        self.record_or_publish(info.digest, info.size, metas, || {
-            w.publish_keep().map(|_| ())
-        })
+        self.record_or_publish(
+            info.digest,
+            info.size,
+            metas,
+            || w.publish_keep().map(|_| ()),
+            |_| Ok(()),
+        )
+    }
+
+    /// Commits the manifest writer of a directory artifact whose files were stored as blob
+    /// files (`members`: each file's digest and the source it was saved from). Under the index
+    /// lock, before the record is appended, every member must still be stored: one that a
+    /// concurrent gc took (a dedup hit on an old orphan is "old" to gc, whatever its grace) is
+    /// saved again from its source, so the directory artifact never names a missing file.
+    pub fn commit_tree(
+        &self,
+        mut w: crate::blobs::BlobWriter,
+        metas: &[RecordMeta],
+        members: &[(Digest, PathBuf)],
+    ) -> Result<Vec<OwnedRecord>> {
+        let ensure = |m: &crate::index::MemIndex| -> Result<()> {
+            for (d, src) in members {
+                if m.packed(d).is_some() || self.blobs.exists(d) {
+                    continue;
+                }
+                let info = self.blobs.save(src)?;
+                if info.digest != *d {
+                    return Err(Error::invalid(format!(
+                        "{} changed while its directory was being ingested",
+                        src.display()
+                    )));
+                }
+            }
+            Ok(())
+        };
+        if let Some((digest, data)) = w.take_small(self.pack_max)? {
+            let ops = self.new_ops(digest, data.len() as u64, metas)?;
+            self.index
+                .append_packed(Some((&digest, &data)), &ops, ensure)?;
+            return Ok(into_records(ops));
+        }
+        let info = w.publish_keep()?;
+        self.record_or_publish(
+            info.digest,
+            info.size,
+            metas,
+            || w.publish_keep().map(|_| ()),
+            ensure,
+        )
     }
 
     /// Whether the blob with this digest is in the store: packed in the log or as a file.
@@ -344,7 +450,12 @@ impl Store {
     /// A blob's bytes; with `verify`, checked against the digest (`Corrupt` on mismatch).
     pub fn read_blob(&self, d: &Digest, verify: bool) -> Result<Vec<u8>> {
         self.blobs.check_digest(d)?;
-        match self.index.read_packed(d)? {
+        let packed = match self.index.read_packed(d) {
+            // Its segment went (another process compacted it away): a blob file may hold them.
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            r => r?,
+        };
+        match packed {
             Some(data) => {
                 if verify && hash_bytes(self.blobs.algo(), &data) != *d {
                     return Err(Error::corrupt(format!(
@@ -366,14 +477,38 @@ impl Store {
         }
     }
 
-    /// Re-hashes every blob file and every packed blob that a live record names.
+    /// Re-hashes every blob file and every packed blob that a live record names; blobs that
+    /// live records name and the store lacks are reported `missing`.
     pub fn verify_all(&self) -> Result<crate::blobs::VerifyReport> {
         let mut report = self.blobs.verify_all()?;
+        let mut live = self
+            .index
+            .read(|m| crate::live::LiveSet::of_index(m, &std::collections::HashSet::new()))?;
+        self.resolve_trees(&mut live, &mut crate::live::ManifestCache::new());
+        let mut absent: Vec<Digest> = live
+            .named
+            .keys()
+            .chain(live.members.iter())
+            .filter(|d| !self.index.is_packed(d).unwrap_or(false) && !self.blobs.exists(d))
+            .copied()
+            .collect();
+        absent.sort();
+        absent.dedup();
+        report.missing = absent;
         let algo = self.blobs.algo();
         for (key, loc) in self.index.read(|m| m.live_packed())? {
             let d = Digest::new(algo, key);
             report.checked += 1;
-            if !self.verify_blob(&d)? {
+            let intact = match self.verify_blob(&d) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    if !report.missing.contains(&d) {
+                        report.missing.push(d);
+                    }
+                    continue;
+                }
+                r => r?,
+            };
+            if !intact {
                 report.corrupt.push(self.root.join("index").join(format!(
                     "{}@{}",
                     crate::index::log::segment_name(loc.gen_),
@@ -381,6 +516,7 @@ impl Store {
                 )));
             }
         }
+        report.missing.sort();
         Ok(report)
     }
 
@@ -389,10 +525,17 @@ impl Store {
     pub fn blob_path(&self, d: &Digest) -> Result<PathBuf> {
         self.blobs.check_digest(d)?;
         let p = self.blobs.path_of(d);
-        if p.is_file() {
-            return Ok(p);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => return Ok(p),
+            // A symlink or other entry at a blob name is damage: this moves it aside and fails.
+            Ok(_) => drop(self.blobs.open_blob(d)?),
+            Err(_) => {}
         }
-        match self.index.read_packed(d)? {
+        let packed = match self.index.read_packed(d) {
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            r => r?,
+        };
+        match packed {
             Some(data) => Ok(self.blobs.put_bytes(&data)?.path),
             None => Err(Error::not_found(format!("no blob {d} in the store")).with_path(&p)),
         }
@@ -548,6 +691,18 @@ fn check_meta(meta: &StoreMeta, path: &Path, want: Option<HashAlgo>) -> Result<(
 /// Writes STORE.json for a new store. Several processes may race here: the first rename wins
 /// and the others read what it wrote.
 fn create(root: &Path, opts: OpenOptions) -> Result<StoreMeta> {
+    if let Some(what) = holds_a_store(root)? {
+        // A creator that won a race writes STORE.json before any record or blob exists.
+        if let Some(meta) = read_meta(&root.join(META_FILE))? {
+            return Ok(meta);
+        }
+        return Err(Error::corrupt(format!(
+            "{} holds {what} but no {META_FILE}: it is a store that lost {META_FILE}; refusing \
+             to re-initialise it (restore {META_FILE} from a backup)",
+            root.display()
+        ))
+        .with_path(&root.join(META_FILE)));
+    }
     let has_other_files = std::fs::read_dir(root)
         .ctx("list", root)?
         .flatten()
@@ -570,6 +725,19 @@ fn create(root: &Path, opts: OpenOptions) -> Result<StoreMeta> {
         created_at: utc_now_iso(),
     };
     let body = serde_json::to_vec_pretty(&meta).map_err(|e| Error::invalid(e.to_string()))?;
+    // The index first (see the invariants at the top): STORE.json means "a complete store".
+    for sub in ["blobs", "staging"] {
+        let p = root.join(sub);
+        match std::fs::create_dir(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => {}
+            Err(e) => return Err(Error::io("create directory", &p, e)),
+        }
+    }
+    drop(SharedIndex::create(&root.join("index"), opts.durability)?);
+    if opts.durability == Durability::Fsync {
+        fsync_dir(root)?;
+    }
     let mut f = AtomicFile::create_in(root, opts.durability, None, 0o644, "")?;
     f.write_all(&body)?;
     if f.commit_noreplace(&root.join(META_FILE))? {
@@ -577,6 +745,49 @@ fn create(root: &Path, opts: OpenOptions) -> Result<StoreMeta> {
     }
     read_meta(&root.join(META_FILE))?
         .ok_or_else(|| Error::corrupt("STORE.json vanished while opening"))
+}
+
+/// What makes `root` (without STORE.json) a store already: blob files, or an index with a
+/// snapshot or records. A crash while creating leaves at most empty directories and an empty
+/// first segment, which a new open completes.
+fn holds_a_store(root: &Path) -> Result<Option<&'static str>> {
+    let blobs = root.join("blobs");
+    if let Ok(mut rd) = std::fs::read_dir(&blobs)
+        && rd.next().is_some()
+    {
+        return Ok(Some("blobs/"));
+    }
+    let index = root.join("index");
+    let Ok(rd) = std::fs::read_dir(&index) else {
+        return Ok(None);
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        let Some((kind, g)) = name.to_str().and_then(crate::index::log::parse_name) else {
+            continue;
+        };
+        let len = ent.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        if kind == "snap" || len > crate::index::log::header_frame(g).len() as u64 {
+            return Ok(Some("index/"));
+        }
+    }
+    Ok(None)
+}
+
+/// The index's records must be digests of the store's hash: a `STORE.json` that says another
+/// would make every blob look corrupt (and every blob an orphan to gc).
+fn check_index_hash(index: &SharedIndex, algo: HashAlgo, meta_path: &Path) -> Result<()> {
+    let found = index.read(|m| m.iter().next().map(|r| r.digest.algo()))?;
+    match found {
+        Some(a) if a != algo => Err(Error::corrupt(format!(
+            "{} says hash {algo} but the index's records are {a} digests: {} was changed or \
+             replaced; restore it (or set \"hash\": \"{a}\")",
+            meta_path.display(),
+            META_FILE
+        ))
+        .with_path(meta_path)),
+        _ => Ok(()),
+    }
 }
 
 /// The current UTC time as ISO 8601 with microseconds, e.g. `2026-11-23T08:41:07.123456Z`.

@@ -82,6 +82,17 @@ pub fn next_frame(buf: &[u8], off: usize) -> Frame<'_> {
     Frame::Ok(payload, off + FRAME_OVERHEAD + len)
 }
 
+/// [`next_frame`] for log segments, where no operation has an empty payload: an empty frame
+/// is `Bad`. Eight zero bytes checksum as an empty frame (crc32c of nothing is 0), and a
+/// zero-filled tail is what some filesystems leave after a crash: it must read as a torn tail,
+/// not as valid frames that would make the bad frame before them look like mid-log damage.
+pub fn next_log_frame(buf: &[u8], off: usize) -> Frame<'_> {
+    match next_frame(buf, off) {
+        Frame::Ok([], _) => Frame::Bad,
+        f => f,
+    }
+}
+
 /// Whether the bad frame at `off` is damage in the middle of the log rather than a torn tail:
 /// its length fits in the buffer and a valid frame follows it. A writer that died mid-append
 /// leaves only a tail (nothing valid after it); a frame with valid frames after it was complete
@@ -93,7 +104,7 @@ pub fn damaged_mid_log(buf: &[u8], off: usize) -> bool {
     }
     let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
     let end = off + FRAME_OVERHEAD + len;
-    len <= MAX_FRAME && end < buf.len() && matches!(next_frame(buf, end), Frame::Ok(..))
+    len <= MAX_FRAME && end < buf.len() && matches!(next_log_frame(buf, end), Frame::Ok(..))
 }
 
 /// The header frame of segment `gen_`.
@@ -171,6 +182,20 @@ mod tests {
                 "flip at {i}"
             );
         }
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn_not_damage() {
+        let mut buf = header_frame(1);
+        let good = buf.len();
+        for zeros in [8, 16, 4096] {
+            let mut b = buf.clone();
+            b.resize(good + zeros, 0);
+            assert_eq!(next_log_frame(&b, good), Frame::Bad);
+            assert!(!damaged_mid_log(&b, good), "{zeros} zero bytes");
+        }
+        push_frame(&mut buf, b"x");
+        assert!(matches!(next_log_frame(&buf, good), Frame::Ok(b"x", _)));
     }
 
     #[test]

@@ -189,6 +189,16 @@ impl MemIndex {
         self.packed = self.live_packed().into_iter().collect();
     }
 
+    /// Forgets packed blobs whose location fails `keep` (their segment is gone).
+    pub fn retain_packed(&mut self, mut keep: impl FnMut(&BlobLoc) -> bool) {
+        self.packed.retain(|_, l| keep(l));
+    }
+
+    /// The log generations that packed bytes are noted in.
+    pub fn packed_gens(&self) -> std::collections::BTreeSet<u64> {
+        self.packed.values().map(|l| l.gen_).collect()
+    }
+
     /// Whether some packed bytes are named by no live record (compaction may reclaim them).
     pub fn has_dead_packed(&self) -> bool {
         self.packed.len() > self.live_packed().len()

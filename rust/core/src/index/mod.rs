@@ -19,7 +19,7 @@ pub mod snapshot;
 
 pub use codec::Op;
 pub use mem::{Filter, MemIndex, Mode};
-pub use persist::SharedIndex;
+pub use persist::{PackedReader, SharedIndex};
 pub use record::{
     ArtifactId, OwnedRecord, OwnedValue, Record, RecordMeta, validate_kind, validate_new,
 };

@@ -10,6 +10,15 @@
 //! - Compaction, under the lock: seal the current segment (a frame naming the next one), create
 //!   the next segment, write `snap-<next>` (everything before it), then delete older files.
 //!   A crash between any two steps leaves a store that reopens to the same records.
+//! - A process that follows a seal (another process compacted) forgets the packed bytes that
+//!   no live record names, exactly as the compactor did: their segment may be gone, and bytes
+//!   written again must be packed (or stored) again, never "found" in a deleted segment.
+//! - The index knows which files must exist: the newest snapshot's own segment (or `log-1`
+//!   without a snapshot), every segment after it, and every segment that the snapshot says holds
+//!   live packed bytes. Opening refuses (`Corrupt`, naming the file) when one is missing; only
+//!   [`SharedIndex::create`] makes a first segment, for a new store.
+//! - Anything that deletes (gc, retention, compaction) first checks that the current segment
+//!   at its name is still the file this process has open ([`SharedIndex::check_intact`]).
 //! - In durable mode a write returns only after its frame is on disk: one `fdatasync` covers
 //!   every frame appended before it started, so concurrent writers share it (group commit).
 
@@ -27,7 +36,7 @@ use crate::hash::Digest;
 
 use super::codec::{Enc, Op, decode_op, encode_blob, encode_op};
 use super::log::{
-    FRAME_OVERHEAD, Frame, damaged_mid_log, header_frame, next_frame, parse_name, push_frame,
+    FRAME_OVERHEAD, Frame, damaged_mid_log, header_frame, next_log_frame, parse_name, push_frame,
     read_header, segment_name, snapshot_name,
 };
 use super::mem::{BlobLoc, MemIndex};
@@ -78,9 +87,51 @@ impl Drop for FileLock<'_> {
     }
 }
 
+/// Reads packed bytes while the index state is already held (see [`SharedIndex::locked`]).
+pub struct PackedReader<'a> {
+    ix: &'a SharedIndex,
+    st: &'a State,
+}
+
+impl PackedReader<'_> {
+    /// The bytes of a packed blob, `None` when it is not packed.
+    pub fn read(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
+        self.ix.read_packed_in(self.st, d)
+    }
+}
+
 impl SharedIndex {
-    pub fn open(dir: &Path, durability: Durability) -> Result<SharedIndex> {
+    /// The index of a new store: makes `dir` and its first segment when `dir` holds no
+    /// segment or snapshot yet, then opens it. The caller has checked that the store is new.
+    pub fn create(dir: &Path, durability: Durability) -> Result<SharedIndex> {
         std::fs::create_dir_all(dir).ctx("create index directory", dir)?;
+        {
+            let lock = open_lock(dir)?;
+            let _l = FileLock::exclusive(&lock, &dir.join("LOCK"))?;
+            let any = std::fs::read_dir(dir)
+                .ctx("list", dir)?
+                .flatten()
+                .any(|e| e.file_name().to_str().and_then(parse_name).is_some());
+            if !any {
+                open_segment(dir, 1, true, durability)?;
+                if durability == Durability::Fsync {
+                    fsync_dir(dir)?;
+                }
+            }
+        }
+        Self::open(dir, durability)
+    }
+
+    /// Opens an existing index; `Corrupt` when `dir` or a file it must hold is missing.
+    pub fn open(dir: &Path, durability: Durability) -> Result<SharedIndex> {
+        if !dir.is_dir() {
+            return Err(Error::corrupt(format!(
+                "{} is missing: the records of this store are gone (restore the directory from \
+                 a backup; runstash never re-creates the index of an existing store)",
+                dir.display()
+            ))
+            .with_path(dir));
+        }
         let lock_path = dir.join("LOCK");
         let lock_file = OpenOptions::new()
             .create(true)
@@ -121,11 +172,60 @@ impl SharedIndex {
     /// Runs `f` on the newest state while holding the index lock, so that no process can
     /// append meanwhile: what `f` sees stays the whole truth until it returns. Appends nothing
     /// and syncs nothing. Garbage collection deletes blobs inside it, re-checking liveness.
-    pub fn locked<R>(&self, f: impl FnOnce(&MemIndex) -> Result<R>) -> Result<R> {
+    ///
+    /// `f` reads packed bytes through the [`PackedReader`] it is given (the state is held, so
+    /// [`read_packed`](Self::read_packed) would wait on itself). Refuses (`Corrupt`) when the
+    /// index files were removed or replaced under this process ([`check_intact`](Self::check_intact)).
+    pub fn locked<R>(
+        &self,
+        f: impl FnOnce(&MemIndex, &PackedReader<'_>) -> Result<R>,
+    ) -> Result<R> {
         let mut st = self.state.lock();
         let _l = self.lock()?;
         self.catch_up(&mut st, true)?;
-        f(&st.mem)
+        self.check_current(&st)?;
+        let reader = PackedReader { ix: self, st: &st };
+        f(&st.mem, &reader)
+    }
+
+    /// `Corrupt` unless the current log segment at its name is the file this process appends
+    /// to: a deleted or replaced index must not be trusted to say what is live.
+    ///
+    /// Under the lock: without it another process may compact meanwhile, and the segment this
+    /// process just caught up to would be gone for a good reason.
+    pub fn check_intact(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        let _l = self.lock()?;
+        self.catch_up(&mut st, true)?;
+        self.check_current(&st)
+    }
+
+    fn check_current(&self, st: &State) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.join(segment_name(st.gen_));
+        let on_disk = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::corrupt(format!(
+                    "{} is missing: the index's current log segment was removed while this \
+                     store was open; refusing to delete anything (reopen the store to see what \
+                     is wrong)",
+                    path.display()
+                ))
+                .with_path(&path));
+            }
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        };
+        let open = st.seg.metadata().ctx("stat", &path)?;
+        if (open.dev(), open.ino()) != (on_disk.dev(), on_disk.ino()) {
+            return Err(Error::corrupt(format!(
+                "{} was replaced while this store was open; refusing to delete anything \
+                 (reopen the store to see what is wrong)",
+                path.display()
+            ))
+            .with_path(&path));
+        }
+        Ok(())
     }
 
     /// Appends `ops` (checked first against the newest state) and applies them.
@@ -211,19 +311,38 @@ impl SharedIndex {
 
     /// The bytes of a blob packed into the log, or `None` when it was not packed.
     pub fn read_packed(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
-        let (file, loc) = {
+        let found = {
             let mut st = self.state.lock();
             self.catch_up(&mut st, false)?;
-            let Some(loc) = st.mem.packed(d) else {
-                return Ok(None);
-            };
-            let file = if loc.gen_ == st.gen_ {
-                st.seg.clone()
-            } else {
-                self.retained_segment(loc.gen_)?
-            };
-            (file, loc)
+            self.packed_file(&st, d)?
         };
+        match found {
+            None => Ok(None),
+            Some((file, loc)) => self.read_at_loc(d, &file, loc).map(Some),
+        }
+    }
+
+    fn read_packed_in(&self, st: &State, d: &Digest) -> Result<Option<Vec<u8>>> {
+        match self.packed_file(st, d)? {
+            None => Ok(None),
+            Some((file, loc)) => self.read_at_loc(d, &file, loc).map(Some),
+        }
+    }
+
+    /// Where `d`'s packed bytes are: the segment file and the location in it.
+    fn packed_file(&self, st: &State, d: &Digest) -> Result<Option<(Arc<File>, BlobLoc)>> {
+        let Some(loc) = st.mem.packed(d) else {
+            return Ok(None);
+        };
+        let file = if loc.gen_ == st.gen_ {
+            st.seg.clone()
+        } else {
+            self.retained_segment(loc.gen_)?
+        };
+        Ok(Some((file, loc)))
+    }
+
+    fn read_at_loc(&self, d: &Digest, file: &File, loc: BlobLoc) -> Result<Vec<u8>> {
         let len = usize::try_from(loc.len)
             .map_err(|_| Error::corrupt(format!("packed blob {d} has an impossible size")))?;
         let mut data = vec![0u8; len];
@@ -234,7 +353,7 @@ impl SharedIndex {
                 e,
             )
         })?;
-        Ok(Some(data))
+        Ok(data)
     }
 
     /// Whether `d`'s bytes are packed in the log.
@@ -249,7 +368,17 @@ impl SharedIndex {
             return Ok(f.clone());
         }
         let path = self.dir.join(segment_name(gen_));
-        let f = Arc::new(File::open(&path).ctx("open", &path)?);
+        let f = Arc::new(File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::not_found(format!(
+                    "{} is gone (a compaction removed it): no packed bytes are read from it",
+                    path.display()
+                ))
+                .with_path(&path)
+            } else {
+                Error::io("open", &path, e)
+            }
+        })?);
         if open.len() >= 64 {
             open.clear();
         }
@@ -292,6 +421,17 @@ impl SharedIndex {
         let mut st = self.state.lock();
         let _l = self.lock()?;
         self.catch_up(&mut st, true)?;
+        self.check_current(&st)?;
+        // Packed locations in segments that are gone (noted by an older runstash that did not
+        // forget them) must not reach the snapshot.
+        let gens = st.mem.packed_gens();
+        let gone: std::collections::BTreeSet<u64> = gens
+            .into_iter()
+            .filter(|&g| g != st.gen_ && !self.dir.join(segment_name(g)).exists())
+            .collect();
+        if !gone.is_empty() {
+            st.mem.retain_packed(|l| !gone.contains(&l.gen_));
+        }
         let old = st.gen_;
         let next = old + 1;
         // 1. Seal: from now on every process continues in `next`.
@@ -353,6 +493,9 @@ impl SharedIndex {
             let (pos, sealed, bad) = replay(&mut st.mem, &buf, 0, base, gen_);
             st.offset += pos as u64;
             if let Some(next_gen) = sealed {
+                // The compactor forgot here the packed bytes no live record names (and may
+                // delete their segment): forget them too, from the same state.
+                st.mem.prune_packed();
                 match open_segment(&self.dir, next_gen, false, self.durability) {
                     Ok((seg, offset)) => {
                         st.seg = Arc::new(seg);
@@ -407,7 +550,7 @@ pub(super) fn replay(
     gen_: u64,
 ) -> (usize, Option<u64>, bool) {
     loop {
-        match next_frame(buf, pos) {
+        match next_log_frame(buf, pos) {
             Frame::Ok(payload, next) => match decode_op(payload) {
                 Ok(Op::Seal { next_gen }) => return (next, Some(next_gen), false),
                 Ok(Op::Blob {
@@ -445,6 +588,27 @@ fn apply(mem: &mut MemIndex, op: &Op) {
         }
         Op::Seal { .. } | Op::Blob { .. } => {}
     }
+}
+
+fn missing(dir: &Path, name: &str, what: &str) -> Error {
+    let path = dir.join(name);
+    Error::corrupt(format!(
+        "index file {name} is missing ({what}): the store will not open without it, since \
+         records would be lost silently; restore {} from a backup",
+        path.display()
+    ))
+    .with_path(&path)
+}
+
+fn open_lock(dir: &Path) -> Result<File> {
+    let lock_path = dir.join("LOCK");
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .ctx("open", &lock_path)
 }
 
 fn damaged(path: &Path, off: u64) -> Error {
@@ -487,11 +651,15 @@ fn open_segment(
 /// Loads the newest snapshot and replays the segments after it. Call with the lock held.
 fn load(dir: &Path, durability: Durability) -> Result<State> {
     let mut snaps = Vec::new();
+    let mut all_logs = std::collections::BTreeSet::new();
     let mut logs = Vec::new();
     for entry in std::fs::read_dir(dir).ctx("list", dir)?.flatten() {
         match entry.file_name().to_str().and_then(parse_name) {
             Some(("snap", g)) => snaps.push(g),
-            Some((_, g)) => logs.push(g),
+            Some((_, g)) => {
+                logs.push(g);
+                all_logs.insert(g);
+            }
             None => {}
         }
     }
@@ -514,8 +682,16 @@ fn load(dir: &Path, durability: Durability) -> Result<State> {
     // Compaction writes snap-<g> before it deletes the files before <g>, so the oldest segment
     // is always log-1 or the newest snapshot's own. A later one means that snapshot is gone:
     // opening without it would silently drop every record it held.
+    let must_start = base.max(1);
+    if logs.first() != Some(&must_start) && (base > 0 || logs.is_empty()) {
+        return Err(missing(
+            dir,
+            &segment_name(must_start),
+            "the log segment that holds every record written after the newest snapshot",
+        ));
+    }
     if let Some(&first) = logs.first()
-        && first > base.max(1)
+        && first > must_start
     {
         return Err(Error::corrupt(format!(
             "{} is missing: {} starts after it and the segments before it are gone",
@@ -533,13 +709,22 @@ fn load(dir: &Path, durability: Durability) -> Result<State> {
             segment_name(w[1])
         )));
     }
-    if logs.is_empty() {
-        logs.push(base.max(1));
+    // The snapshot points into older segments for live packed bytes: each must be there.
+    if let Some(g) = mem
+        .packed_gens()
+        .into_iter()
+        .find(|g| !all_logs.contains(g))
+    {
+        return Err(missing(
+            dir,
+            &segment_name(g),
+            "a log segment that holds the packed bytes of live records",
+        ));
     }
     let mut current = None;
     for (i, &g) in logs.iter().enumerate() {
         let last = i + 1 == logs.len();
-        let (seg, start) = open_segment(dir, g, true, durability)?;
+        let (seg, start) = open_segment(dir, g, false, durability)?;
         let path = dir.join(segment_name(g));
         // Mapped, not read: a segment full of packed blobs is tens of MiB, and replay only
         // checksums the blob bytes, it never copies them. Safe because every writer (and any
@@ -625,7 +810,7 @@ mod tests {
     #[test]
     fn two_handles_see_each_other_and_survive_compaction() {
         let d = dir("two");
-        let a = SharedIndex::open(&d, Durability::Os).unwrap();
+        let a = SharedIndex::create(&d, Durability::Os).unwrap();
         let b = SharedIndex::open(&d, Durability::Os).unwrap();
         a.append(&[put(1), put(2)], |_| Ok(())).unwrap();
         assert_eq!(count(&b), 2);
@@ -650,7 +835,7 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_and_writes_continue() {
         let d = dir("torn");
-        let a = SharedIndex::open(&d, Durability::Os).unwrap();
+        let a = SharedIndex::create(&d, Durability::Os).unwrap();
         a.append(&[put(1)], |_| Ok(())).unwrap();
         a.append(&[put(2)], |_| Ok(())).unwrap();
         drop(a);
@@ -674,7 +859,7 @@ mod tests {
     #[test]
     fn failed_check_appends_nothing() {
         let d = dir("check");
-        let a = SharedIndex::open(&d, Durability::Fsync).unwrap();
+        let a = SharedIndex::create(&d, Durability::Fsync).unwrap();
         let e = a
             .append(&[put(1)], |_| Err(Error::not_found("nope")))
             .unwrap_err();
