@@ -55,7 +55,7 @@ __all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "build_pa
 
 #: Success.
 EXIT_OK = 0
-#: ``verify`` found missing, corrupt, orphaned, stray or unreadable blobs.
+#: ``verify`` found missing, corrupt, orphaned, stray, unreadable or quarantined blobs.
 EXIT_PROBLEMS = 1
 #: A usage error: unknown option, bad value.
 EXIT_USAGE = 2
@@ -371,7 +371,12 @@ def _verify(args: argparse.Namespace) -> int:
             )
 
         report = store.verify_report(progress=tick)
-    bad = not report.intact or report.stray or (report.orphaned and not args.orphans_ok)
+    bad = (
+        not report.intact
+        or report.stray
+        or report.quarantined
+        or (report.orphaned and not args.orphans_ok)
+    )
     if args.json:
         _emit_json(report.to_dict())
         return EXIT_PROBLEMS if bad else EXIT_OK
@@ -383,9 +388,15 @@ def _verify(args: argparse.Namespace) -> int:
             f"{_n(report.checked, 'blob')} checked ({human_size(report.checked_bytes)}): "
             f"{len(report.missing)} missing, {len(report.corrupt)} corrupt, "
             f"{len(report.orphaned)} orphaned, {len(report.stray)} stray, "
-            f"{len(report.unreadable)} unreadable"
+            f"{len(report.unreadable)} unreadable, {len(report.quarantined)} quarantined"
         )
     )
+    if report.quarantined:
+        hint = (
+            "quarantined files are damaged copies moved aside (writing the same bytes again "
+            "heals the records); inspect and remove them from quarantine/"
+        )
+        _print(Text(hint))
     if report.orphaned and report.intact:
         hint = "orphaned blobs are not damage: 'runstash gc' reclaims them"
         _print(Text(hint))
@@ -405,6 +416,8 @@ def _problem_table(report: IntegrityReport, orphans_ok: bool) -> Table:
         t.add_row("unreadable", "", Text(f"{path}: {why}"))
     for s in report.stray:
         t.add_row("stray", "", Text(s))
+    for q in report.quarantined:
+        t.add_row("quarantined", q.hash or "", Text(f"{human_size(q.size)}, {q.path}"))
     if not orphans_ok:
         for o in report.orphaned[:_MAX_ORPHANS_SHOWN]:
             t.add_row("orphaned", o.hash, Text(f"{human_size(o.size)}, {o.path}"))
@@ -503,6 +516,7 @@ def _stats(args: argparse.Namespace) -> int:
     t.add_row("orphaned (gc can reclaim)", str(s.orphan_blobs), human_size(s.orphan_bytes))
     t.add_row("missing", str(s.missing_blobs), "")
     t.add_row("stray files in blobs/", str(s.stray_files), "")
+    t.add_row("quarantined (damaged)", str(s.quarantined_files), human_size(s.quarantined_bytes))
     t.add_row("staging leftovers", str(s.staging_files), human_size(s.staging_bytes))
     t.add_row("index", "", human_size(s.index_bytes))
     _print(t)

@@ -48,7 +48,7 @@ from typing import Any, Literal, TypeVar
 from . import loaders
 from ._core import Artifact
 from .errors import InvalidArgumentError, NotFoundError
-from .store import ArtifactWriter, Labels, Metrics, Store, _meta
+from .store import ArtifactWriter, Labels, Metrics, Store, _meta, check_limit
 
 __all__ = ["ArtifactFacade", "Scope", "TREE_MIME"]
 
@@ -329,21 +329,28 @@ class ArtifactFacade:
                 p = Path(dirpath, f)
                 if p.is_symlink():
                     self._check_link(p, real_root)
-                if p.is_file():
-                    paths.append(p)
+                if not p.is_file():  # a FIFO, socket or device (stat only: nothing blocks)
+                    raise InvalidArgumentError(
+                        f"ingest_dir: {p} is not a regular file (a FIFO, socket or device); "
+                        "a directory artifact holds regular files only"
+                    )
+                paths.append(p)
         # Opening the manifest's writer checks the metadata (it writes nothing yet).
         manifest_writer = self.store._core.writer(".json", meta)
         try:
             files = []
+            members = []
             for p in paths:
                 digest, size = self.store._core.save_blob(p)
                 files.append({"path": p.relative_to(root).as_posix(), "size": size, "hash": digest})
+                members.append((digest, str(p)))
             files.sort(key=lambda e: e["path"])
             manifest = json.dumps(
                 {"format": "runstash.tree/1", "files": files}, sort_keys=True, separators=(",", ":")
             ).encode()
             manifest_writer.write(manifest)
-            art = manifest_writer.commit()
+            # Under the index lock, a member a concurrent gc removed is saved again first.
+            art = manifest_writer.commit_tree(members)
         except BaseException:
             manifest_writer.abort()
             raise
@@ -427,7 +434,8 @@ class ArtifactFacade:
         s = _pick("scope", ("scope", scope), ("level", level), ("view", view)) or "run"
         arts = await self._index(self.store.list, **self._filters(s))
         arts.reverse()
-        return arts[:limit] if limit is not None else arts
+        n = check_limit(limit)
+        return arts[:n] if n is not None else arts
 
     async def search(
         self,
@@ -466,7 +474,8 @@ class ArtifactFacade:
             )
         arts = await self._index(self.store.list, kind=kind, labels=merged or None, **ids)
         arts.reverse()
-        return arts[:limit] if limit is not None else arts
+        n = check_limit(limit)
+        return arts[:n] if n is not None else arts
 
     async def best(
         self,

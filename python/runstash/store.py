@@ -160,6 +160,18 @@ def _meta(
     return (kind, labels, metrics, run_id, graph_id, node_id, project_id, bool(pin), mime)
 
 
+def check_limit(limit: int | None) -> int | None:
+    """A ``limit=`` argument: ``None`` (no limit) or a non-negative int.
+
+    :param limit: the value the caller passed.
+    :raises InvalidArgumentError: for a negative number or a non-integer."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidArgumentError(f"limit must be None or a non-negative int, got {limit!r}")
+    return limit
+
+
 def _filter(
     kind: str | None,
     labels: Labels | None,
@@ -179,13 +191,18 @@ class VerifyReport:
     """What :meth:`Store.verify` found when checking every blob."""
 
     checked: int
+    #: Paths of damaged blobs (moved to ``quarantine/`` by the check).
     corrupt: list[str] = field(default_factory=list)
     stray: list[str] = field(default_factory=list)
+    #: Hashes of blobs that live records name whose bytes are nowhere (their log segment, or
+    #: their file, is gone).
+    missing: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """True when every blob hashed to its name and nothing stray was found."""
-        return not self.corrupt and not self.stray
+        """True when every blob hashed to its name, none is missing and nothing stray was
+        found."""
+        return not self.corrupt and not self.stray and not self.missing
 
 
 @dataclass(frozen=True)
@@ -218,6 +235,10 @@ class StoreStats:
     staging_bytes: int
     #: The index on disk (log segments and snapshots).
     index_bytes: int
+    #: Damaged blob files moved to ``quarantine/`` (never deleted by runstash), and their
+    #: bytes.
+    quarantined_files: int = 0
+    quarantined_bytes: int = 0
 
     def to_dict(self) -> dict[str, int | float]:
         """The fields as a plain dict (JSON-ready)."""
@@ -273,6 +294,18 @@ class CorruptBlob:
 
 
 @dataclass(frozen=True)
+class QuarantinedBlob:
+    """A damaged blob file moved to ``<root>/quarantine/``: kept for inspection, never read
+    or deleted by runstash. Writing the same bytes again stores a fresh copy."""
+
+    #: The blob it was stored as (``None`` if the file's name no longer says).
+    hash: str | None
+    #: Where it is now.
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
 class OrphanedBlob:
     """A blob file that nothing live names (garbage for :meth:`Store.gc`, not damage)."""
 
@@ -297,6 +330,10 @@ class IntegrityReport:
     #: ``(path, reason)``: blob files that could not be read, live directory manifests that
     #: do not parse.
     unreadable: tuple[tuple[str, str], ...]
+    #: Damaged blob files in ``quarantine/`` (found by this check or earlier ones). They do
+    #: not make the store less intact once the bytes are stored again, but keep ``ok`` False
+    #: until an operator removes them.
+    quarantined: tuple[QuarantinedBlob, ...] = ()
 
     @property
     def intact(self) -> bool:
@@ -305,8 +342,9 @@ class IntegrityReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing at all was found (orphans and stray files included)."""
-        return self.intact and not self.orphaned and not self.stray
+        """True when nothing at all was found (orphans, stray and quarantined files
+        included)."""
+        return self.intact and not self.orphaned and not self.stray and not self.quarantined
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain dicts and lists (JSON-ready)."""
@@ -704,7 +742,7 @@ class Store:
     ) -> list[Artifact]:
         """Matching artifacts, oldest first (at most ``limit``: the oldest ones)."""
         f = _filter(kind, labels, run_id, graph_id, node_id, project_id, pinned)
-        return self._core.list(f, limit)
+        return self._core.list(f, check_limit(limit))
 
     def count(
         self,
@@ -742,9 +780,9 @@ class Store:
         if metric is None:
             if mode not in ("max", "min"):
                 raise InvalidArgumentError(f'mode must be "max" or "min", got {mode!r}')
-            return self._core.list(f, limit)
-        k = limit if limit is not None else 2**62
-        return self._core.top_k(f, metric, mode, k)
+            return self._core.list(f, check_limit(limit))
+        n = check_limit(limit)
+        return self._core.top_k(f, metric, mode, n if n is not None else 2**62)
 
     def best(
         self,
@@ -897,8 +935,8 @@ class Store:
         if ref is not None:
             return self._core.verify(_ref(ref))
         self._local_only("verify() of every blob")
-        checked, corrupt, stray = self._core.verify_all()
-        return VerifyReport(checked, corrupt, stray)
+        checked, corrupt, stray, missing = self._core.verify_all()
+        return VerifyReport(checked, corrupt, stray, tuple(missing))
 
     # -- operations -----------------------------------------------------------------------
 
@@ -927,6 +965,7 @@ class Store:
             orphaned=tuple(OrphanedBlob(h, p, n) for h, p, n in d["orphaned"]),
             stray=tuple(d["stray"]),
             unreadable=tuple((p, why) for p, why in d["unreadable"]),
+            quarantined=tuple(QuarantinedBlob(h, p, n) for h, p, n in d.get("quarantined", ())),
         )
 
     def gc(self, *, dry_run: bool = True, grace: Grace = DEFAULT_GC_GRACE) -> GcReport:

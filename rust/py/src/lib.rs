@@ -757,8 +757,9 @@ impl PyStore {
         &self,
         py: Python<'_>,
         filter: FilterArgs<'_>,
-        limit: Option<usize>,
+        limit: Option<i64>,
     ) -> PyResult<Vec<PyArtifact>> {
+        let limit = limit.map(|n| count_arg("limit", n)).transpose()?;
         let f = filter.into_filter()?;
         let recs = py
             .detach(|| {
@@ -786,8 +787,9 @@ impl PyStore {
         filter: FilterArgs<'_>,
         metric: &str,
         mode: &str,
-        k: usize,
+        k: i64,
     ) -> PyResult<Vec<PyArtifact>> {
+        let k = count_arg("k", k)?;
         let f = filter.into_filter()?;
         let mode: Mode = mode.parse().py_err()?;
         let recs = py
@@ -877,15 +879,17 @@ impl PyStore {
         py.detach(|| self.inner.verify_blob(&d)).py_err()
     }
 
-    /// Re-hash every blob: (checked, corrupt paths, stray paths).
-    fn verify_all(&self, py: Python<'_>) -> PyResult<(u64, Vec<String>, Vec<String>)> {
+    /// Re-hash every blob: (checked, corrupt paths, stray paths, missing hashes).
+    #[allow(clippy::type_complexity)]
+    fn verify_all(&self, py: Python<'_>) -> PyResult<(u64, Vec<String>, Vec<String>, Vec<String>)> {
         let r = py.detach(|| self.inner.verify_all()).py_err()?;
         let s = |v: Vec<PathBuf>| {
             v.into_iter()
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect()
         };
-        Ok((r.checked, s(r.corrupt), s(r.stray)))
+        let missing = r.missing.iter().map(|d| d.to_string()).collect();
+        Ok((r.checked, s(r.corrupt), s(r.stray), missing))
     }
 
     // -- operations: stats, verify, gc, retention --------------------------------------------
@@ -908,6 +912,8 @@ impl PyStore {
         d.set_item("staging_files", s.staging_files)?;
         d.set_item("staging_bytes", s.staging_bytes)?;
         d.set_item("index_bytes", s.index_bytes)?;
+        d.set_item("quarantined_files", s.quarantined_files)?;
+        d.set_item("quarantined_bytes", s.quarantined_bytes)?;
         Ok(d)
     }
 
@@ -980,6 +986,12 @@ impl PyStore {
             .map(|(p, why)| (path(p), why.clone()))
             .collect();
         d.set_item("unreadable", unreadable)?;
+        let quarantined: Vec<(Option<String>, String, u64)> = r
+            .quarantined
+            .iter()
+            .map(|q| (q.digest.map(|d| d.to_string()), path(&q.path), q.size))
+            .collect();
+        d.set_item("quarantined", quarantined)?;
         Ok(d)
     }
 
@@ -1033,10 +1045,11 @@ impl PyStore {
         filter: FilterArgs<'_>,
         metric: &str,
         mode: &str,
-        k: usize,
+        k: i64,
         per: &str,
         dry_run: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let k = count_arg("k", k)?;
         let f = filter.into_filter()?;
         let mode: Mode = mode.parse().py_err()?;
         let per: core::Per = per.parse().py_err()?;
@@ -1126,6 +1139,20 @@ impl WriterOwner {
         }
     }
 
+    fn commit_tree(
+        &self,
+        w: core::BlobWriter,
+        meta: &RecordMeta,
+        members: &[(core::Digest, PathBuf)],
+    ) -> core::Result<Vec<OwnedRecord>> {
+        match self {
+            WriterOwner::Local(s) => s.commit_tree(w, std::slice::from_ref(meta), members),
+            // The remote store has no gc between a member's upload and the manifest's record.
+            #[cfg(feature = "s3")]
+            WriterOwner::Remote(s) => s.commit_writer(w, std::slice::from_ref(meta)),
+        }
+    }
+
     fn uri_prefix(&self) -> &Arc<str> {
         match self {
             WriterOwner::Local(s) => s.blob_uri_prefix(),
@@ -1133,6 +1160,12 @@ impl WriterOwner {
             WriterOwner::Remote(s) => s.blob_uri_prefix(),
         }
     }
+}
+
+/// A count argument (a limit, a `k`): non-negative, else `InvalidArgumentError`.
+pub(crate) fn count_arg(name: &str, n: i64) -> PyResult<usize> {
+    usize::try_from(n)
+        .map_err(|_| invalid(format!("{name} must be a non-negative integer, got {n}")))
 }
 
 fn closed_err() -> PyErr {
@@ -1185,6 +1218,19 @@ impl PyWriter {
     fn commit(&self, py: Python<'_>) -> PyResult<PyArtifact> {
         let w = self.inner.lock().take().ok_or_else(closed_err)?;
         let recs = py.detach(|| self.store.commit(w, &self.meta));
+        first_artifact(recs, self.store.uri_prefix())
+    }
+
+    /// Commit a directory artifact's manifest: like `commit`, and every member (hash, source
+    /// path) is checked under the index lock, saved again from its source if a concurrent gc
+    /// removed it.
+    fn commit_tree(&self, py: Python<'_>, members: Vec<(String, PathBuf)>) -> PyResult<PyArtifact> {
+        let members = members
+            .into_iter()
+            .map(|(h, p)| Ok((h.parse::<core::Digest>().py_err()?, p)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let w = self.inner.lock().take().ok_or_else(closed_err)?;
+        let recs = py.detach(|| self.store.commit_tree(w, &self.meta, &members));
         first_artifact(recs, self.store.uri_prefix())
     }
 

@@ -205,8 +205,9 @@ impl PyRemoteStore {
         &self,
         py: Python<'_>,
         filter: FilterArgs<'_>,
-        limit: Option<usize>,
+        limit: Option<i64>,
     ) -> PyResult<Vec<PyArtifact>> {
+        let limit = limit.map(|n| crate::count_arg("limit", n)).transpose()?;
         let f = filter.into_filter()?;
         self.query(py, |m| {
             m.list(&f, limit)
@@ -228,8 +229,9 @@ impl PyRemoteStore {
         filter: FilterArgs<'_>,
         metric: &str,
         mode: &str,
-        k: usize,
+        k: i64,
     ) -> PyResult<Vec<PyArtifact>> {
+        let k = crate::count_arg("k", k)?;
         let f = filter.into_filter()?;
         let mode: Mode = mode.parse().py_err()?;
         self.query(py, |m| {
