@@ -253,12 +253,14 @@ def test_verify_reports_flipped_missing_and_orphaned(populated: tuple[Path, dict
     assert re.search(rf"corrupt +{arts['m1'].hash}", out)
     assert re.search(rf"orphaned +{arts['m3'].hash}", out)
     assert "1 missing, 1 corrupt, 1 orphaned" in out
+    # The first verify moved the damaged blob to quarantine/: now it is missing.
     p = rs("--store", root, "verify", "--json")
     assert p.returncode == 1
     rep = json.loads(p.stdout)
-    assert [m["hash"] for m in rep["missing"]] == [arts["m2"].hash]
-    assert rep["missing"][0]["records"] == [arts["m2"].id]
-    assert [c["hash"] for c in rep["corrupt"]] == [arts["m1"].hash]
+    by_hash = {m["hash"]: m["records"] for m in rep["missing"]}
+    assert by_hash == {arts["m1"].hash: [arts["m1"].id], arts["m2"].hash: [arts["m2"].id]}
+    assert rep["corrupt"] == []
+    assert [q["hash"] for q in rep["quarantined"]] == [arts["m1"].hash]
     assert [o["hash"] for o in rep["orphaned"]] == [arts["m3"].hash]
     assert rep["ok"] is False and rep["intact"] is False
 

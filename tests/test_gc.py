@@ -297,7 +297,8 @@ def test_verify_report_finds_flipped_missing_orphaned_and_stray(store: runstash.
     store.delete(orphan)
     assert store.verify_report().intact
 
-    flip_byte(store.path_of(flipped), 3)
+    flipped_path = store.path_of(flipped)
+    flip_byte(flipped_path, 3)
     assert not os.stat(store.path_of(flipped)).st_mode & stat.S_IWUSR
     os.unlink(store.path_of(lost))
     stray = Path(store.root, "blobs", "notes.txt")
@@ -307,7 +308,9 @@ def test_verify_report_finds_flipped_missing_orphaned_and_stray(store: runstash.
     r = store.verify_report(progress=lambda *a: calls.append(a))
     assert r.checked == 3
     assert [c.hash for c in r.corrupt] == [flipped.hash]
-    assert r.corrupt[0].path == store.path_of(flipped)
+    assert r.corrupt[0].path == flipped_path
+    # Found damage is moved aside, and reported there.
+    assert [(q.hash, q.size) for q in r.quarantined] == [(flipped.hash, flipped.size)]
     assert len(r.missing) == 1 and r.missing[0].hash == lost.hash
     assert set(r.missing[0].records) == {lost.id, lost2.id}
     assert [(o.hash, o.size) for o in r.orphaned] == [(orphan.hash, 6)]

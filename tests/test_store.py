@@ -182,12 +182,30 @@ def test_read_missing_and_corrupt(tmp_path: Path) -> None:
     with open(store.path_of(b), "r+b") as f:
         f.write(b"X")
     assert store.read_bytes(b) == b"Xrecious bytes"  # unchecked read
-    with pytest.raises(runstash.CorruptError):
+    path = store.path_of(b)
+    assert store.verify(b) is False  # damage found: moved to quarantine/
+    assert not Path(path).exists()
+    with pytest.raises(runstash.NotFoundError):
         store.read_bytes(b, verify=True)
-    assert store.verify(b) is False
     report = store.verify()
     assert isinstance(report, runstash.VerifyReport)
-    assert report.checked == 1 and report.corrupt == [store.path_of(b)] and not report.ok
+    assert report.checked == 0 and report.missing == (b.hash,) and not report.ok
+    store.put_bytes(b"precious bytes")  # the same bytes again: healed
+    assert store.read_bytes(b, verify=True) == b"precious bytes"
+    assert store.verify().ok
+
+
+def test_a_checked_read_finds_damage_and_moves_it_aside(tmp_path: Path) -> None:
+    store = runstash.Store(tmp_path / "files", durability="os", pack_max=0)
+    b = store.put_bytes(b"precious bytes")
+    os.chmod(store.path_of(b), 0o644)
+    with open(store.path_of(b), "r+b") as f:
+        f.write(b"X")
+    path = store.path_of(b)
+    with pytest.raises(runstash.CorruptError):
+        store.read_bytes(b, verify=True)
+    assert not Path(path).exists()
+    assert store.stats().quarantined_files == 1
 
 
 def test_packed_blob_corruption_is_caught(store: runstash.Store) -> None:

@@ -94,23 +94,29 @@ def test_damaged_blob_is_caught_by_verify_and_checked_reads(
         assert report.corrupt == [str(path)], f"{name}: {report}"
         assert report.checked == len({a.hash for a in arts.values()})
         assert not report.ok and report.stray == []
-        assert store.verify(art) is False
-        with pytest.raises(runstash.CorruptError) as info:
+        # Found damage is moved aside: the record's bytes are missing, never served wrong.
+        assert not path.exists()
+        moved = sorted(Path(store.root, "quarantine").iterdir())
+        assert moved and all(p.read_bytes() != good for p in moved)
+        with pytest.raises(runstash.NotFoundError) as info:
             store.read_bytes(art, verify=True)
         assert art.hash in str(info.value)
         for other_name, other in arts.items():
             if other.hash != art.hash:
                 assert store.verify(other) is True, f"{other_name} reported damaged too"
                 assert store.read_bytes(other, verify=True) is not None
-        # A second process sees the damage the same way.
+        # A second process sees the blob missing.
         with runstash.Store(store.root, durability=durability) as again:
-            assert again.verify().corrupt == [str(path)]
+            seen = again.verify()
+            assert seen.corrupt == [] and seen.missing == (art.hash,), seen
+            assert not seen.ok
 
-        path.write_bytes(good)
-        os.chmod(path, 0o444)
+        # Writing the same bytes again heals every record naming them.
+        store.put_bytes(good, kind="c")
         assert store.verify(art) is True
         assert store.read_bytes(art, verify=True) == good
         assert store.verify().ok
+    assert len(list(Path(store.root, "quarantine").iterdir())) == len(arts)
 
 
 def test_stray_file_under_blobs_is_reported(tmp_path: Path) -> None:
