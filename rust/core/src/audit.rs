@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hash::Digest;
 use crate::index::ArtifactId;
-use crate::live::{LiveSet, ManifestCache};
+use crate::live::ManifestCache;
 use crate::store::Store;
 
 /// Space accounting of a store.
@@ -101,10 +101,8 @@ impl Store {
     /// `blobs/` (one `stat` each) and the index; hashes nothing.
     pub fn stats(&self) -> Result<StoreStats> {
         let files = self.blob_files()?;
-        let mut live = self
-            .index()
-            .read(|m| LiveSet::of_index(m, &HashSet::new()))?;
-        self.resolve_trees(&mut live, &mut ManifestCache::new());
+        let on_disk: HashSet<Digest> = files.iter().filter_map(|f| f.digest).collect();
+        let live = self.live_now(&HashSet::new(), &mut ManifestCache::new(), Some(&on_disk))?;
         let (blob_count, blob_bytes) = live.distinct();
         let mut s = StoreStats {
             records: live.records,
@@ -118,13 +116,11 @@ impl Store {
             },
             ..StoreStats::default()
         };
-        let mut on_disk = HashSet::with_capacity(files.len());
         for f in &files {
             let Some(d) = f.digest else {
                 s.stray_files += 1;
                 continue;
             };
-            on_disk.insert(d);
             s.disk_blobs += 1;
             s.disk_bytes += f.size;
             if !live.contains(&d) {
@@ -132,12 +128,7 @@ impl Store {
                 s.orphan_bytes += f.size;
             }
         }
-        s.missing_blobs = live
-            .named
-            .keys()
-            .chain(live.members.iter().filter(|d| !live.named.contains_key(d)))
-            .filter(|d| !on_disk.contains(d) && !self.has_blob(d))
-            .count() as u64;
+        s.missing_blobs = live.absent.len() as u64;
         (s.staging_files, s.staging_bytes) = entries_and_bytes(self.blobs().staging_dir())?;
         s.index_bytes = entries_and_bytes(&self.root().join("index"))?.1;
         let q = self.blobs().quarantined()?;
@@ -192,10 +183,9 @@ impl Store {
             }
         }
         let mut cache = ManifestCache::new();
-        let mut live = self
-            .index()
-            .read(|m| LiveSet::of_index(m, &HashSet::new()))?;
-        self.resolve_trees(&mut live, &mut cache);
+        // Damaged files stay "on disk" here: they are reported corrupt, not missing.
+        let on_disk: HashSet<Digest> = present.iter().map(|(d, _, _)| *d).collect();
+        let live = self.live_now(&HashSet::new(), &mut cache, Some(&on_disk))?;
         for (d, why) in &live.unreadable_trees {
             if self.has_blob(d) {
                 r.unreadable.push((
@@ -206,7 +196,6 @@ impl Store {
         }
         // Packed blobs of live records: their bytes are in the index log, re-hash them too.
         let algo = self.blobs().algo();
-        let mut packed_gone = HashSet::new();
         for (key, loc) in self.index().read(|m| m.live_packed())? {
             let d = Digest::new(algo, key);
             let at = self.root().join("index").join(format!(
@@ -222,30 +211,19 @@ impl Store {
                         r.corrupt.push((d, at));
                     }
                 }
+                // Gone since `live_now` looked (deleted, or moved by a compaction): that view
+                // decided what is missing.
                 Ok(None) => {}
-                // Its segment is gone: missing, unless a blob file holds the bytes.
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    packed_gone.insert(d);
-                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => r.unreadable.push((at, e.message().to_string())),
             }
         }
-        let on_disk: HashSet<Digest> = present.iter().map(|(d, _, _)| *d).collect();
         for (d, path, size) in present {
             if !live.contains(&d) {
                 r.orphaned.push((d, path, size));
             }
         }
-        let absent: HashSet<Digest> = live
-            .named
-            .keys()
-            .chain(live.members.iter())
-            .filter(|d| {
-                !on_disk.contains(d)
-                    && (!self.has_blob(d) || (packed_gone.contains(d) && !self.blobs().exists(d)))
-            })
-            .copied()
-            .collect();
+        let absent: HashSet<Digest> = live.absent.iter().copied().collect();
         if !absent.is_empty() {
             r.missing = self.records_naming(&absent, &cache)?;
         }

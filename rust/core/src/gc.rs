@@ -105,10 +105,7 @@ impl Store {
         let files = self.blob_files()?;
         report.scanned = files.len() as u64;
         let mut cache = ManifestCache::new();
-        let mut live = self
-            .index()
-            .read(|m| LiveSet::of_index(m, assume_deleted))?;
-        self.resolve_trees(&mut live, &mut cache);
+        let live = self.live_now(assume_deleted, &mut cache, None)?;
         refuse_unknown_trees(&live)?;
         let mut candidates = Vec::new();
         for f in files {
@@ -143,8 +140,7 @@ impl Store {
         for chunk in candidates.chunks(CHUNK) {
             self.check_intact()?;
             self.index().locked(|m, packed| {
-                let mut live = LiveSet::of_index(m, &none);
-                self.resolve_trees_with(&mut live, &mut cache, &|d| packed.read(d));
+                let live = self.live_in(m, packed, &none, &mut cache, None);
                 refuse_unknown_trees(&live)?;
                 for (d, path, _) in chunk {
                     if live.contains(d) {

@@ -11,6 +11,10 @@
 //!   log), and that method is where this knowledge belongs.
 //! - A manifest that cannot be read leaves its members unknown; callers that delete (gc)
 //!   must then refuse, callers that report (stats, verify) report it.
+//! - What is live, which manifests are unreadable and which blobs are absent come from one
+//!   view of the index ([`Store::live_now`]), and loss is only ever concluded under the index
+//!   lock: seen without it, a record deleted and its manifest or packed segment reclaimed by
+//!   another process in between would look like loss.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,7 +22,7 @@ use std::time::SystemTime;
 
 use crate::error::{ErrorKind, Result};
 use crate::hash::Digest;
-use crate::index::{ArtifactId, MemIndex};
+use crate::index::{ArtifactId, MemIndex, PackedReader};
 use crate::store::Store;
 
 /// The mime type of a directory artifact's manifest (same string as `facade.TREE_MIME`).
@@ -39,11 +43,14 @@ pub struct LiveSet {
     pub members: HashSet<Digest>,
     /// Manifests of live directory artifacts that could not be read or parsed.
     pub unreadable_trees: Vec<(Digest, String)>,
+    /// Blobs named or listed here that the store lacks (neither packed in a segment that can
+    /// be opened, nor a file), sorted; filled by [`Store::live_now`] when asked to.
+    pub absent: Vec<Digest>,
 }
 
 impl LiveSet {
     /// The records of `m`, leaving out those in `except` (a preview of deleting them).
-    /// Manifests are not read here: call [`Store::resolve_trees`] after.
+    /// Manifests are not read here: [`Store::live_now`] does it.
     pub fn of_index(m: &MemIndex, except: &HashSet<ArtifactId>) -> LiveSet {
         let tree_mime = m.strings.lookup(TREE_MIME);
         let mut live = LiveSet::default();
@@ -94,6 +101,62 @@ pub struct BlobFile {
 }
 
 impl Store {
+    /// What is live in the newest state of the index, manifests read (through `cache`), and,
+    /// with `on_disk` (blob files a walk just found: present without a `stat`), the blobs the
+    /// store lacks in [`LiveSet::absent`].
+    ///
+    /// Read without the index lock first, so writers go on. When that view finds a manifest
+    /// unreadable or a blob absent, it is taken again under the lock, where nothing can be
+    /// deleted: a record deleted (and its blob reclaimed) by another process in between is
+    /// then simply not live. Should the lock be refused (a read-only store, an index replaced
+    /// under this handle), the first view is the answer.
+    pub fn live_now(
+        &self,
+        except: &HashSet<ArtifactId>,
+        cache: &mut ManifestCache,
+        on_disk: Option<&HashSet<Digest>>,
+    ) -> Result<LiveSet> {
+        let first = self
+            .index()
+            .read_with(|m, packed| self.live_in(m, packed, except, cache, on_disk))?;
+        if first.unreadable_trees.is_empty() && first.absent.is_empty() {
+            return Ok(first);
+        }
+        match self
+            .index()
+            .locked(|m, packed| Ok(self.live_in(m, packed, except, cache, on_disk)))
+        {
+            Ok(settled) => Ok(settled),
+            Err(_) => Ok(first),
+        }
+    }
+
+    /// [`live_now`](Self::live_now) in one given state (`m` and its `packed` bytes).
+    pub(crate) fn live_in(
+        &self,
+        m: &MemIndex,
+        packed: &PackedReader<'_>,
+        except: &HashSet<ArtifactId>,
+        cache: &mut ManifestCache,
+        on_disk: Option<&HashSet<Digest>>,
+    ) -> LiveSet {
+        let mut live = LiveSet::of_index(m, except);
+        self.resolve_trees_with(&mut live, cache, &|d| packed.read(d));
+        if let Some(on_disk) = on_disk {
+            let mut absent: Vec<Digest> = live
+                .named
+                .keys()
+                .chain(live.members.iter())
+                .filter(|d| !on_disk.contains(d) && !packed.has(d) && !self.blobs().exists(d))
+                .copied()
+                .collect();
+            absent.sort();
+            absent.dedup();
+            live.absent = absent;
+        }
+        live
+    }
+
     /// Re-hashes one blob *file*: `Some(true)` intact, `Some(false)` its bytes no longer hash
     /// to its name, `None` no such file. (Packed blobs: [`Store::verify_blob`].)
     pub fn check_blob(&self, d: &Digest) -> Result<Option<bool>> {
@@ -126,12 +189,8 @@ impl Store {
         parse_manifest(&bytes)
     }
 
-    /// Reads the manifests of `live.trees` (through `cache`) into `live.members`.
-    pub fn resolve_trees(&self, live: &mut LiveSet, cache: &mut ManifestCache) {
-        self.resolve_trees_with(live, cache, &|d| self.index().read_packed(d))
-    }
-
-    /// [`resolve_trees`](Self::resolve_trees), reading packed manifests with `packed`.
+    /// Reads the manifests of `live.trees` (through `cache`) into `live.members`, reading
+    /// packed manifests with `packed` (one view of the index: see [`Store::live_now`]).
     pub fn resolve_trees_with(
         &self,
         live: &mut LiveSet,

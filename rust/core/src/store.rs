@@ -481,31 +481,20 @@ impl Store {
     /// live records name and the store lacks are reported `missing`.
     pub fn verify_all(&self) -> Result<crate::blobs::VerifyReport> {
         let mut report = self.blobs.verify_all()?;
-        let mut live = self
-            .index
-            .read(|m| crate::live::LiveSet::of_index(m, &std::collections::HashSet::new()))?;
-        self.resolve_trees(&mut live, &mut crate::live::ManifestCache::new());
-        let mut absent: Vec<Digest> = live
-            .named
-            .keys()
-            .chain(live.members.iter())
-            .filter(|d| !self.index.is_packed(d).unwrap_or(false) && !self.blobs.exists(d))
-            .copied()
-            .collect();
-        absent.sort();
-        absent.dedup();
-        report.missing = absent;
+        let live = self.live_now(
+            &std::collections::HashSet::new(),
+            &mut crate::live::ManifestCache::new(),
+            Some(&std::collections::HashSet::new()),
+        )?;
+        report.missing = live.absent;
         let algo = self.blobs.algo();
         for (key, loc) in self.index.read(|m| m.live_packed())? {
             let d = Digest::new(algo, key);
             report.checked += 1;
             let intact = match self.verify_blob(&d) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    if !report.missing.contains(&d) {
-                        report.missing.push(d);
-                    }
-                    continue;
-                }
+                // Gone since `live_now` looked (deleted, or moved by a compaction): that view
+                // decided what is missing.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 r => r?,
             };
             if !intact {

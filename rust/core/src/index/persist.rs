@@ -98,6 +98,11 @@ impl PackedReader<'_> {
     pub fn read(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
         self.ix.read_packed_in(self.st, d)
     }
+
+    /// Whether `d`'s bytes are packed in this state, in a segment that can still be opened.
+    pub fn has(&self, d: &Digest) -> bool {
+        matches!(self.ix.packed_file(self.st, d), Ok(Some(_)))
+    }
 }
 
 impl SharedIndex {
@@ -167,6 +172,17 @@ impl SharedIndex {
         let mut st = self.state.lock();
         self.catch_up(&mut st, false)?;
         Ok(f(&st.mem))
+    }
+
+    /// [`read`](Self::read), with a [`PackedReader`] over the same state: what `f` sees of the
+    /// records and of their packed bytes is one view, even while other processes delete and
+    /// compact (without the index lock, a segment that view names may still go: its reads
+    /// then fail with `NotFound`).
+    pub fn read_with<R>(&self, f: impl FnOnce(&MemIndex, &PackedReader<'_>) -> R) -> Result<R> {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st, false)?;
+        let reader = PackedReader { ix: self, st: &st };
+        Ok(f(&st.mem, &reader))
     }
 
     /// Runs `f` on the newest state while holding the index lock, so that no process can
