@@ -389,8 +389,11 @@ class ArtifactFacade:
         digest = f"{self.store.hash_algo}:{hexd}"
         for candidates in (lambda: self.store.list(run_id=self.run_id), self.store.list):
             hits = [a for a in candidates() if a.hash == digest]
-            if hits:
-                return self._decoders.get(self._remember(hits[-1]).uri)
+            # Bytes that a directory artifact names are its manifest, whatever other records
+            # (newer ones too) say about the same bytes.
+            trees = [a for a in hits if a.mime == TREE_MIME]
+            if trees or hits:
+                return self._decoders.get(self._remember((trees or hits)[-1]).uri)
         return None
 
     def _materialize_tree(self, uri: str) -> str:
@@ -398,7 +401,9 @@ class ArtifactFacade:
         hexd = self.store._core.uri_of(uri).rsplit("/", 2)
         dest = Path(self.store.root, "trees", hexd[-2] + hexd[-1])
         if dest.is_dir():
-            return str(dest)
+            if self._tree_is_current(dest, manifest["files"]):
+                return str(dest)
+            self._retire_tree(dest)
         build = Path(self.store._core.stage_dir(".tree"))
         for e in manifest["files"]:
             rel = Path(e["path"])
@@ -419,6 +424,32 @@ class ArtifactFacade:
                 os.chmod(dirpath, stat.S_IRWXU)
             shutil.rmtree(build)
         return str(dest)
+
+    def _tree_is_current(self, dest: Path, files: list[dict[str, Any]]) -> bool:
+        """Whether every file of a built tree is still a link to its blob's file: a blob
+        moved to quarantine (and perhaps written again since) leaves the tree's link on the
+        damaged bytes, which must not be served."""
+        for e in files:
+            try:
+                have = os.stat(dest / e["path"])
+                want = os.stat(self.store.path_of(e["hash"]))
+            except (OSError, NotFoundError):
+                return False
+            if (have.st_dev, have.st_ino) != (want.st_dev, want.st_ino):
+                return False
+        return True
+
+    def _retire_tree(self, dest: Path) -> None:
+        """Moves a stale tree out of ``trees/`` (then removes it), so it can be built again."""
+        old = Path(self.store._core.stage_dir(".stale-tree"))
+        try:
+            os.chmod(dest, stat.S_IRWXU)  # moving a directory rewrites its ".." entry
+            os.rename(dest, old)
+        except FileNotFoundError:  # another caller retired it first
+            pass
+        for dirpath, _, _ in os.walk(old):
+            os.chmod(dirpath, stat.S_IRWXU)
+        shutil.rmtree(old)
 
     # -- index queries (inline on a local store: answered from memory) -------------------
 

@@ -9,8 +9,9 @@
 //! - Presence of a blob is asked through [`Store::has_blob`] only, never by looking at `blobs/`
 //!   directly: a blob need not be a file of its own (small payloads are packed into the index
 //!   log), and that method is where this knowledge belongs.
-//! - A manifest that cannot be read leaves its members unknown; callers that delete (gc)
-//!   must then refuse, callers that report (stats, verify) report it.
+//! - A manifest that cannot be read, or whose bytes no longer match its digest, leaves its
+//!   members unknown; callers that delete (gc) must then refuse, callers that report (stats,
+//!   verify) report it.
 //! - What is live, which manifests are unreadable and which blobs are absent come from one
 //!   view of the index ([`Store::live_now`]), and loss is only ever concluded under the index
 //!   lock: seen without it, a record deleted and its manifest or packed segment reclaimed by
@@ -186,6 +187,13 @@ impl Store {
             Err(e) if e.kind() == ErrorKind::NotFound => self.blobs().read(manifest, false)?,
             Err(e) => return Err(e),
         };
+        // A damaged manifest may still parse, and list the wrong members: never trusted.
+        if crate::hash_bytes(self.blobs().algo(), &bytes) != *manifest {
+            return Err(crate::Error::corrupt(format!(
+                "directory manifest {manifest} does not match its hash: which files it lists \
+                 is unknown"
+            )));
+        }
         parse_manifest(&bytes)
     }
 

@@ -278,6 +278,15 @@ pub fn encode_op(op: &Op, e: &mut Enc) {
 
 /// A packed blob's frame payload: tag, digest, length, then the bytes themselves. Returns the
 /// offset of the bytes within the payload.
+/// What precedes a packed blob's bytes in its frame's payload (see [`encode_blob`]).
+pub fn blob_prefix(digest: &Digest, len: u64) -> Vec<u8> {
+    let mut e = Enc::default();
+    e.u8(TAG_BLOB);
+    e.digest(digest);
+    e.varint(len);
+    e.0
+}
+
 pub fn encode_blob(digest: &Digest, data: &[u8], e: &mut Enc) -> usize {
     e.u8(TAG_BLOB);
     e.digest(digest);

@@ -5,6 +5,11 @@
 //! - An operation is appended only by a holder of the exclusive `index/LOCK` flock, after it
 //!   has applied every frame already in the log (so pins and deletes are checked against the
 //!   newest state, and a torn tail left by a dead writer is truncated first).
+//! - The flock is taken on a descriptor this process opened itself ([`LockFd`]): a handle
+//!   used after `fork()` opens its own (an inherited one shares the parent's flock, so both
+//!   processes would append at once), and a lock is held only while `index/LOCK` at its name
+//!   is the file locked (a removed or replaced LOCK is opened again, since other processes
+//!   lock the new one). Within a process the state mutex orders holders.
 //! - A query first applies frames other processes appended: one `fstat` of the current segment
 //!   when nothing changed.
 //! - Compaction, under the lock: seal the current segment (a frame naming the next one), create
@@ -34,7 +39,7 @@ use crate::atomic::{Durability, fsync_dir};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 
-use super::codec::{Enc, Op, decode_op, encode_blob, encode_op};
+use super::codec::{Enc, Op, blob_prefix, decode_op, encode_blob, encode_op};
 use super::log::{
     FRAME_OVERHEAD, Frame, damaged_mid_log, header_frame, next_log_frame, parse_name, push_frame,
     read_header, segment_name, snapshot_name,
@@ -63,7 +68,7 @@ struct SyncState {
 pub struct SharedIndex {
     dir: PathBuf,
     durability: Durability,
-    lock_file: File,
+    lock_fd: Mutex<LockFd>,
     state: Mutex<State>,
     sync: Mutex<SyncState>,
     synced_cv: Condvar,
@@ -72,18 +77,62 @@ pub struct SharedIndex {
 }
 
 /// Holds the index flock; released on drop.
-struct FileLock<'a>(&'a File);
+struct FileLock(Arc<File>);
 
-impl<'a> FileLock<'a> {
-    fn exclusive(f: &'a File, path: &Path) -> Result<Self> {
-        flock(f, FlockOperation::LockExclusive).map_err(|e| Error::io("lock", path, e.into()))?;
+impl FileLock {
+    fn exclusive(f: Arc<File>, path: &Path) -> Result<Self> {
+        flock(&*f, FlockOperation::LockExclusive).map_err(|e| Error::io("lock", path, e.into()))?;
         Ok(FileLock(f))
     }
 }
 
-impl Drop for FileLock<'_> {
+impl Drop for FileLock {
     fn drop(&mut self) {
-        let _ = flock(self.0, FlockOperation::Unlock);
+        let _ = flock(&*self.0, FlockOperation::Unlock);
+    }
+}
+
+/// `index/LOCK` as opened by one process: which process opened it and which file it is.
+struct LockFd {
+    pid: u32,
+    file: Arc<File>,
+    id: (u64, u64),
+}
+
+impl LockFd {
+    fn open(dir: &Path) -> Result<LockFd> {
+        use std::os::unix::fs::MetadataExt;
+        let file = open_lock(dir)?;
+        let m = file.metadata().ctx("stat", &dir.join("LOCK"))?;
+        Ok(LockFd {
+            pid: std::process::id(),
+            file: Arc::new(file),
+            id: (m.dev(), m.ino()),
+        })
+    }
+
+    /// Takes the flock, on the file at `dir/LOCK` now: when that is no longer this one
+    /// (removed or replaced), opens it again, since other processes lock what is there.
+    fn acquire(&mut self, dir: &Path) -> Result<FileLock> {
+        let path = dir.join("LOCK");
+        loop {
+            let held = FileLock::exclusive(self.file.clone(), &path)?;
+            if self.at_its_name(&path)? {
+                return Ok(held);
+            }
+            drop(held);
+            *self = LockFd::open(dir)?;
+        }
+    }
+
+    /// Whether `index/LOCK` at its name is still this file (so other processes lock it too).
+    fn at_its_name(&self, path: &Path) -> Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => Ok((m.dev(), m.ino()) == self.id),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
     }
 }
 
@@ -111,8 +160,8 @@ impl SharedIndex {
     pub fn create(dir: &Path, durability: Durability) -> Result<SharedIndex> {
         std::fs::create_dir_all(dir).ctx("create index directory", dir)?;
         {
-            let lock = open_lock(dir)?;
-            let _l = FileLock::exclusive(&lock, &dir.join("LOCK"))?;
+            let mut fd = LockFd::open(dir)?;
+            let _l = fd.acquire(dir)?;
             let any = std::fs::read_dir(dir)
                 .ctx("list", dir)?
                 .flatten()
@@ -137,22 +186,15 @@ impl SharedIndex {
             ))
             .with_path(dir));
         }
-        let lock_path = dir.join("LOCK");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .ctx("open", &lock_path)?;
+        let mut fd = LockFd::open(dir)?;
         let state = {
-            let _l = FileLock::exclusive(&lock_file, &lock_path)?;
+            let _l = fd.acquire(dir)?;
             load(dir, durability)?
         };
         Ok(SharedIndex {
             dir: dir.to_path_buf(),
             durability,
-            lock_file,
+            lock_fd: Mutex::new(fd),
             state: Mutex::new(state),
             sync: Mutex::new(SyncState {
                 synced: 0,
@@ -163,8 +205,15 @@ impl SharedIndex {
         })
     }
 
-    fn lock(&self) -> Result<FileLock<'_>> {
-        FileLock::exclusive(&self.lock_file, &self.dir.join("LOCK"))
+    /// Takes the index flock. The caller holds the state mutex (threads of one process share
+    /// the descriptor, so the flock alone does not order them).
+    fn lock(&self) -> Result<FileLock> {
+        let mut fd = self.lock_fd.lock();
+        if fd.pid != std::process::id() {
+            // A forked child: the inherited descriptor's flock is the parent's.
+            *fd = LockFd::open(&self.dir)?;
+        }
+        fd.acquire(&self.dir)
     }
 
     /// Runs `f` on the index after applying what other processes appended.
@@ -287,7 +336,15 @@ impl SharedIndex {
             if let Some((d, data_at, len, frame_end)) = packed {
                 // Dedup only against the current segment: it cannot be deleted, while an older
                 // copy's segment may have been (when no live record named the bytes then).
-                if st.mem.packed(d).is_some_and(|l| l.gen_ == st.gen_) {
+                // And only when that copy reads back whole and equal: a damaged frame is
+                // never what a new write is acknowledged onto (a fresh copy replaces it).
+                let intact = |l: BlobLoc| {
+                    l.gen_ == st.gen_
+                        && self
+                            .read_at_loc(d, &st.seg, l)
+                            .is_ok_and(|have| have == buf[data_at..data_at + len as usize])
+                };
+                if st.mem.packed(d).is_some_and(intact) {
                     out = &buf[frame_end..];
                 } else {
                     let off = st.offset + data_at as u64;
@@ -358,18 +415,40 @@ impl SharedIndex {
         Ok(Some((file, loc)))
     }
 
+    /// The packed bytes at `loc`, read with their whole frame: `Corrupt` unless the frame's
+    /// checksum holds and it is the blob frame of `d` with that many bytes (so damage in the
+    /// log, or a location that points elsewhere, is never served as `d`'s bytes).
     fn read_at_loc(&self, d: &Digest, file: &File, loc: BlobLoc) -> Result<Vec<u8>> {
-        let len = usize::try_from(loc.len)
-            .map_err(|_| Error::corrupt(format!("packed blob {d} has an impossible size")))?;
-        let mut data = vec![0u8; len];
-        file.read_exact_at(&mut data, loc.off).map_err(|e| {
-            Error::io(
-                "read packed blob from",
-                &self.dir.join(segment_name(loc.gen_)),
-                e,
-            )
-        })?;
-        Ok(data)
+        let path = self.dir.join(segment_name(loc.gen_));
+        let bad = |why: &str| {
+            Error::corrupt(format!(
+                "the packed bytes of blob {d} in {} at byte {} are damaged ({why}); write the \
+                 same bytes again to store a fresh copy",
+                path.display(),
+                loc.off
+            ))
+            .with_path(&path)
+        };
+        let len = usize::try_from(loc.len).map_err(|_| bad("impossible size"))?;
+        let prefix = blob_prefix(d, loc.len);
+        let head = FRAME_OVERHEAD + prefix.len();
+        let start = loc
+            .off
+            .checked_sub(head as u64)
+            .ok_or_else(|| bad("no frame before them"))?;
+        let mut frame = vec![0u8; head + len];
+        file.read_exact_at(&mut frame, start)
+            .map_err(|e| Error::io("read packed blob from", &path, e))?;
+        let payload = &frame[FRAME_OVERHEAD..];
+        let want_len = (prefix.len() + len) as u32;
+        if frame[0..4] != want_len.to_le_bytes() || !payload.starts_with(&prefix) {
+            return Err(bad("not the frame of this blob"));
+        }
+        if frame[4..8] != crc32c::crc32c(payload).to_le_bytes() {
+            return Err(bad("frame checksum fails"));
+        }
+        frame.drain(..head);
+        Ok(frame)
     }
 
     /// Whether `d`'s bytes are packed in the log.
