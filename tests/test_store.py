@@ -209,9 +209,10 @@ def test_a_checked_read_finds_damage_and_moves_it_aside(tmp_path: Path) -> None:
 
 
 def test_packed_blob_corruption_is_caught(store: runstash.Store) -> None:
-    """A flipped byte in packed bytes inside the index log: unchecked reads return what is
-    there, checked reads and verify() report it, and reopening refuses the damaged log
-    rather than cutting good records after it."""
+    """A flipped byte in packed bytes inside the index log: every read checks the frame's
+    CRC, so unchecked reads refuse too (CorruptError, never the flipped bytes), verify()
+    reports it, and reopening refuses the damaged log rather than cutting good records after
+    it."""
     a = store.put_bytes(b"packed precious bytes")
     after = store.put_bytes(b"a later record")
     (seg,) = sorted(Path(store.root, "index").glob("log-*"))
@@ -220,7 +221,8 @@ def test_packed_blob_corruption_is_caught(store: runstash.Store) -> None:
     assert at > 0 and data.find(b"packed precious bytes", at + 1) < 0
     data[at] ^= 0x20
     seg.write_bytes(bytes(data))
-    assert store.read_bytes(a) == b"Packed precious bytes"
+    with pytest.raises(runstash.CorruptError, match="damaged"):
+        store.read_bytes(a)
     with pytest.raises(runstash.CorruptError):
         store.read_bytes(a, verify=True)
     assert store.verify(a) is False and store.verify(after) is True
