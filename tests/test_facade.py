@@ -1076,3 +1076,36 @@ def test_1gib_save_does_not_stall_the_event_loop(tmp_path: Path) -> None:
         "ms, vCPU time stolen by the hypervisor meanwhile ms): "
         + ", ".join(f"({a:.2f}, {g * 1e3:.1f}, {w * 1e3:.1f}, {st:.0f})" for a, g, w, st in stalls)
     )
+
+
+def test_ingest_dir_manifest_is_the_json_runstash_wrote_before(
+    fac: ArtifactFacade, tmp_path: Path
+) -> None:
+    # The manifest moved into the core; a directory stored before and after has one hash.
+    src = tmp_path / "tree"
+    names = ["z.txt", "sub/a b.txt", "caf\u00e9/\u00fcber \U0001f600.txt", 'q"uo\\te.txt']
+    for i, name in enumerate(names):
+        src_file(src, name, b"file %d" % i)
+
+    async def go() -> None:
+        art = await fac.ingest_dir(str(src), kind="report")
+        raw = await fac.load_artifact_bytes(art.uri)
+        files = sorted(
+            (
+                {
+                    "path": n,
+                    "size": len(b"file %d" % i),
+                    "hash": runstash.hash_bytes(b"file %d" % i, fac.store.hash_algo),
+                }
+                for i, n in enumerate(names)
+            ),
+            key=lambda e: e["path"],
+        )
+        want = json.dumps(
+            {"format": "runstash.tree/1", "files": files}, sort_keys=True, separators=(",", ":")
+        ).encode()
+        assert raw == want
+        root = Path(await fac.load_artifact(art.uri))
+        assert (root / names[2]).read_bytes() == b"file 2"
+
+    run(go())

@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import mimetypes
 import os
-import shutil
-import stat
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -313,57 +310,8 @@ class ArtifactFacade:
         return art
 
     def _ingest_dir_sync(self, staged_dir: str, meta: tuple[Any, ...], cleanup: bool) -> Artifact:
-        root = Path(staged_dir)
-        if not root.is_dir():
-            raise InvalidArgumentError(f"ingest_dir: not a directory: {staged_dir}")
-        real_root = root.resolve()
-        # Every check comes before the first byte is stored, so a refused directory (a link
-        # out of the tree, bad metadata) leaves no blob behind.
-        paths = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            for d in dirnames:
-                p = Path(dirpath, d)
-                if p.is_symlink():
-                    self._check_link(p, real_root)
-            for f in filenames:
-                p = Path(dirpath, f)
-                if p.is_symlink():
-                    self._check_link(p, real_root)
-                if not p.is_file():  # a FIFO, socket or device (stat only: nothing blocks)
-                    raise InvalidArgumentError(
-                        f"ingest_dir: {p} is not a regular file (a FIFO, socket or device); "
-                        "a directory artifact holds regular files only"
-                    )
-                paths.append(p)
-        # Opening the manifest's writer checks the metadata (it writes nothing yet).
-        manifest_writer = self.store._core.writer(".json", meta)
-        try:
-            files = []
-            members = []
-            for p in paths:
-                digest, size = self.store._core.save_blob(p)
-                files.append({"path": p.relative_to(root).as_posix(), "size": size, "hash": digest})
-                members.append((digest, str(p)))
-            files.sort(key=lambda e: e["path"])
-            manifest = json.dumps(
-                {"format": "runstash.tree/1", "files": files}, sort_keys=True, separators=(",", ":")
-            ).encode()
-            manifest_writer.write(manifest)
-            # Under the index lock, a member a concurrent gc removed is saved again first.
-            art = manifest_writer.commit_tree(members)
-        except BaseException:
-            manifest_writer.abort()
-            raise
-        staging = Path(self.store._core.staging_dir).resolve()
-        if cleanup and real_root.parent == staging:
-            shutil.rmtree(real_root)
-        return art
-
-    @staticmethod
-    def _check_link(p: Path, real_root: Path) -> None:
-        target = p.resolve()
-        if target != real_root and real_root not in target.parents:
-            raise InvalidArgumentError(f"ingest_dir: symlink {p} points out of the directory")
+        # The walk, its checks, the manifest and the commit are the core's (runstash_core::tree).
+        return self.store._core.ingest_dir(staged_dir, meta, cleanup)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -385,8 +333,7 @@ class ArtifactFacade:
     def _decoder_from_index(self, uri: str) -> str | None:
         """How to decode bytes this facade did not write: from the newest record naming them
         (this run's records first, then the whole store; a scan, so it is the slow path)."""
-        hexd = "".join(self.store._core.uri_of(uri).rsplit("/", 2)[-2:])
-        digest = f"{self.store.hash_algo}:{hexd}"
+        digest = self.store._core.digest_of(uri)
         for candidates in (lambda: self.store.list(run_id=self.run_id), self.store.list):
             hits = [a for a in candidates() if a.hash == digest]
             # Bytes that a directory artifact names are its manifest, whatever other records
@@ -397,59 +344,8 @@ class ArtifactFacade:
         return None
 
     def _materialize_tree(self, uri: str) -> str:
-        manifest = json.loads(self.store.read_bytes(uri))
-        hexd = self.store._core.uri_of(uri).rsplit("/", 2)
-        dest = Path(self.store.root, "trees", hexd[-2] + hexd[-1])
-        if dest.is_dir():
-            if self._tree_is_current(dest, manifest["files"]):
-                return str(dest)
-            self._retire_tree(dest)
-        build = Path(self.store._core.stage_dir(".tree"))
-        for e in manifest["files"]:
-            rel = Path(e["path"])
-            if rel.is_absolute() or ".." in rel.parts:
-                raise InvalidArgumentError(f"manifest path {e['path']!r} escapes the tree")
-            target = build / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(self.store.path_of(e["hash"]), target)  # blobs are read-only already
-        for dirpath, _, _ in sorted(os.walk(build), key=lambda t: -len(t[0])):
-            os.chmod(dirpath, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
-        dest.parent.mkdir(exist_ok=True)
-        try:
-            os.rename(build, dest)
-        except OSError:
-            if not dest.is_dir():
-                raise
-            for dirpath, _, _ in os.walk(build):  # another caller won the race
-                os.chmod(dirpath, stat.S_IRWXU)
-            shutil.rmtree(build)
-        return str(dest)
-
-    def _tree_is_current(self, dest: Path, files: list[dict[str, Any]]) -> bool:
-        """Whether every file of a built tree is still a link to its blob's file: a blob
-        moved to quarantine (and perhaps written again since) leaves the tree's link on the
-        damaged bytes, which must not be served."""
-        for e in files:
-            try:
-                have = os.stat(dest / e["path"])
-                want = os.stat(self.store.path_of(e["hash"]))
-            except (OSError, NotFoundError):
-                return False
-            if (have.st_dev, have.st_ino) != (want.st_dev, want.st_ino):
-                return False
-        return True
-
-    def _retire_tree(self, dest: Path) -> None:
-        """Moves a stale tree out of ``trees/`` (then removes it), so it can be built again."""
-        old = Path(self.store._core.stage_dir(".stale-tree"))
-        try:
-            os.chmod(dest, stat.S_IRWXU)  # moving a directory rewrites its ".." entry
-            os.rename(dest, old)
-        except FileNotFoundError:  # another caller retired it first
-            pass
-        for dirpath, _, _ in os.walk(old):
-            os.chmod(dirpath, stat.S_IRWXU)
-        shutil.rmtree(old)
+        # Built (and rebuilt when stale) by the core: runstash_core::tree.
+        return self.store._core.tree_dir(uri)
 
     # -- index queries (inline on a local store: answered from memory) -------------------
 

@@ -497,7 +497,7 @@ class Store:
     reach disk in one append (one shared ``fdatasync`` in ``"fsync"`` mode), which is what
     makes small writes cheap. Reads, ``verify`` and queries do not care how a blob is kept;
     :meth:`path_of` and :meth:`open` give a packed blob its file under ``blobs/`` on first
-    use. ``ingest`` (a rename) and ``save_blob`` never pack.
+    use. ``ingest`` (a rename) and the files of a directory artifact never pack.
 
     ``root`` may also be ``"s3://bucket/prefix"``: blobs and the index live in the bucket,
     shared by writers on many machines (``s3`` says how to reach it, see :class:`S3Options`).

@@ -8,6 +8,7 @@
 //! - [`paths`]: validation of caller-supplied names and paths.
 //! - [`live`], [`gc`], [`audit`], [`retention`]: what is live, garbage collection, stats and
 //!   verification, keep-best retention.
+//! - [`tree`]: directory artifacts (manifest, ingest, built trees).
 //! - [`remote`] (feature `s3`): a store on S3-compatible object storage.
 
 pub mod atomic;
@@ -25,6 +26,7 @@ pub mod paths;
 pub mod remote;
 pub mod retention;
 pub mod store;
+pub mod tree;
 
 pub use atomic::{AtomicFile, Durability, write_atomic};
 pub use audit::{IntegrityReport, MissingBlob, StoreStats, VerifyProgress};
@@ -35,3 +37,4 @@ pub use gc::GcReport;
 pub use hash::{Digest, HashAlgo, Hasher, hash_bytes, hash_file};
 pub use retention::{Per, RetentionPlan};
 pub use store::{OpenOptions, Store, StoreMeta};
+pub use tree::{TREE_MIME, TreeFile};

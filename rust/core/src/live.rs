@@ -2,7 +2,7 @@
 //!
 //! A blob is live when a live record names it, or when it is a file of a live directory
 //! artifact (a record whose mime is [`TREE_MIME`]: its bytes are a manifest listing the
-//! file blobs by hash; `python/runstash/facade.py` writes them). Everything else under
+//! file blobs by hash; [`crate::tree`] writes and parses them). Everything else under
 //! `blobs/` is an orphan: garbage collection may delete it, `verify` reports it.
 //!
 //! Invariants:
@@ -26,8 +26,7 @@ use crate::hash::Digest;
 use crate::index::{ArtifactId, MemIndex, PackedReader};
 use crate::store::Store;
 
-/// The mime type of a directory artifact's manifest (same string as `facade.TREE_MIME`).
-pub const TREE_MIME: &str = "application/vnd.runstash.tree+json";
+pub use crate::tree::TREE_MIME;
 
 /// The blobs live records name, as seen in one state of the index.
 #[derive(Debug, Default, Clone)]
@@ -194,7 +193,10 @@ impl Store {
                  is unknown"
             )));
         }
-        parse_manifest(&bytes)
+        Ok(crate::tree::parse_manifest(&bytes)?
+            .into_iter()
+            .map(|f| f.hash)
+            .collect())
     }
 
     /// Reads the manifests of `live.trees` (through `cache`) into `live.members`, reading
@@ -254,35 +256,4 @@ pub(crate) fn named_at(meta: &std::fs::Metadata) -> SystemTime {
         );
     let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     ctime.max(mtime)
-}
-
-/// The file hashes of a tree manifest: `{"format": "runstash.tree/1", "files": [{"hash"}…]}`.
-fn parse_manifest(bytes: &[u8]) -> Result<Vec<Digest>> {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        hash: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        files: Vec<Entry>,
-    }
-    let m: Manifest = serde_json::from_slice(bytes)
-        .map_err(|e| crate::Error::corrupt(format!("not a directory manifest: {e}")))?;
-    m.files.iter().map(|e| e.hash.parse()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifests_parse_or_fail_clearly() {
-        let d = crate::hash_bytes(crate::HashAlgo::Blake3, b"x");
-        let text = format!(
-            r#"{{"files":[{{"hash":"{d}","path":"a","size":1}}],"format":"runstash.tree/1"}}"#
-        );
-        assert_eq!(parse_manifest(text.as_bytes()).unwrap(), vec![d]);
-        assert!(parse_manifest(b"{}").is_err());
-        assert!(parse_manifest(br#"{"files":[{"hash":"md5:00"}]}"#).is_err());
-    }
 }

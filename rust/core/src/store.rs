@@ -193,7 +193,12 @@ impl Store {
     }
 
     /// One new record per entry of `metas`, all naming `digest`.
-    fn new_ops(&self, digest: Digest, size: u64, metas: &[RecordMeta]) -> Result<Vec<Op>> {
+    pub(crate) fn new_ops(
+        &self,
+        digest: Digest,
+        size: u64,
+        metas: &[RecordMeta],
+    ) -> Result<Vec<Op>> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -237,7 +242,7 @@ impl Store {
     /// blob published there stays until the record names it: a writer whose blob a concurrent
     /// gc took (whatever its grace period, and however coarse the file timestamps) still
     /// succeeds, and nothing it wrote is lost.
-    fn record_or_publish(
+    pub(crate) fn record_or_publish(
         &self,
         digest: Digest,
         size: u64,
@@ -379,48 +384,6 @@ impl Store {
             metas,
             || w.publish_keep().map(|_| ()),
             |_| Ok(()),
-        )
-    }
-
-    /// Commits the manifest writer of a directory artifact whose files were stored as blob
-    /// files (`members`: each file's digest and the source it was saved from). Under the index
-    /// lock, before the record is appended, every member must still be stored: one that a
-    /// concurrent gc took (a dedup hit on an old orphan is "old" to gc, whatever its grace) is
-    /// saved again from its source, so the directory artifact never names a missing file.
-    pub fn commit_tree(
-        &self,
-        mut w: crate::blobs::BlobWriter,
-        metas: &[RecordMeta],
-        members: &[(Digest, PathBuf)],
-    ) -> Result<Vec<OwnedRecord>> {
-        let ensure = |m: &crate::index::MemIndex| -> Result<()> {
-            for (d, src) in members {
-                if m.packed(d).is_some() || self.blobs.exists(d) {
-                    continue;
-                }
-                let info = self.blobs.save(src)?;
-                if info.digest != *d {
-                    return Err(Error::invalid(format!(
-                        "{} changed while its directory was being ingested",
-                        src.display()
-                    )));
-                }
-            }
-            Ok(())
-        };
-        if let Some((digest, data)) = w.take_small(self.pack_max)? {
-            let ops = self.new_ops(digest, data.len() as u64, metas)?;
-            self.index
-                .append_packed(Some((&digest, &data)), &ops, ensure)?;
-            return Ok(into_records(ops));
-        }
-        let info = w.publish_keep()?;
-        self.record_or_publish(
-            info.digest,
-            info.size,
-            metas,
-            || w.publish_keep().map(|_| ()),
-            ensure,
         )
     }
 
@@ -607,7 +570,7 @@ pub(crate) fn test_store(name: &str) -> Store {
 }
 
 /// The records of `Put` operations, handed back without a copy.
-fn into_records(ops: Vec<Op>) -> Vec<OwnedRecord> {
+pub(crate) fn into_records(ops: Vec<Op>) -> Vec<OwnedRecord> {
     ops.into_iter()
         .filter_map(|op| match op {
             Op::Put(r) => Some(*r),

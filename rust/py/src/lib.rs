@@ -712,11 +712,28 @@ impl PyStore {
         })
     }
 
-    /// Stores a file's bytes as a blob file without recording an artifact: (hash, size).
-    /// Never packed: the caller records the blob later, maybe from another process.
-    fn save_blob(&self, py: Python<'_>, path: PathBuf) -> PyResult<(String, u64)> {
-        let info = py.detach(|| self.inner.blobs().save(&path)).py_err()?;
-        Ok((info.digest.to_string(), info.size))
+    /// Stores a directory as one artifact (see `runstash_core::tree`); with `cleanup`, a
+    /// directory made by `stage_dir` is removed afterwards.
+    fn ingest_dir(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        meta: MetaArgs<'_>,
+        cleanup: bool,
+    ) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
+        let recs = py.detach(|| {
+            self.inner
+                .ingest_dir(&path, std::slice::from_ref(&meta), cleanup)
+        });
+        self.one(recs)
+    }
+
+    /// The read-only directory of a directory artifact's files (built on first request).
+    fn tree_dir(&self, py: Python<'_>, r: &str) -> PyResult<String> {
+        let d = self.digest(r)?;
+        let p = py.detach(|| self.inner.tree_dir(&d)).py_err()?;
+        Ok(p.to_string_lossy().into_owned())
     }
 
     /// Records `len(metas)` artifacts for one stored blob (given by digest) in one append.
@@ -862,6 +879,11 @@ impl PyStore {
         let d = self.digest(r)?;
         let p = py.detach(|| self.inner.blob_path(&d)).py_err()?;
         Ok(p.to_string_lossy().into_owned())
+    }
+
+    /// The "algo:hex" digest a ref names (a URI of this store, a digest, or bare hex).
+    fn digest_of(&self, r: &str) -> PyResult<String> {
+        Ok(self.digest(r)?.to_string())
     }
 
     fn uri_of(&self, r: &str) -> PyResult<String> {
@@ -1139,20 +1161,6 @@ impl WriterOwner {
         }
     }
 
-    fn commit_tree(
-        &self,
-        w: core::BlobWriter,
-        meta: &RecordMeta,
-        members: &[(core::Digest, PathBuf)],
-    ) -> core::Result<Vec<OwnedRecord>> {
-        match self {
-            WriterOwner::Local(s) => s.commit_tree(w, std::slice::from_ref(meta), members),
-            // The remote store has no gc between a member's upload and the manifest's record.
-            #[cfg(feature = "s3")]
-            WriterOwner::Remote(s) => s.commit_writer(w, std::slice::from_ref(meta)),
-        }
-    }
-
     fn uri_prefix(&self) -> &Arc<str> {
         match self {
             WriterOwner::Local(s) => s.blob_uri_prefix(),
@@ -1218,19 +1226,6 @@ impl PyWriter {
     fn commit(&self, py: Python<'_>) -> PyResult<PyArtifact> {
         let w = self.inner.lock().take().ok_or_else(closed_err)?;
         let recs = py.detach(|| self.store.commit(w, &self.meta));
-        first_artifact(recs, self.store.uri_prefix())
-    }
-
-    /// Commit a directory artifact's manifest: like `commit`, and every member (hash, source
-    /// path) is checked under the index lock, saved again from its source if a concurrent gc
-    /// removed it.
-    fn commit_tree(&self, py: Python<'_>, members: Vec<(String, PathBuf)>) -> PyResult<PyArtifact> {
-        let members = members
-            .into_iter()
-            .map(|(h, p)| Ok((h.parse::<core::Digest>().py_err()?, p)))
-            .collect::<PyResult<Vec<_>>>()?;
-        let w = self.inner.lock().take().ok_or_else(closed_err)?;
-        let recs = py.detach(|| self.store.commit_tree(w, &self.meta, &members));
         first_artifact(recs, self.store.uri_prefix())
     }
 

@@ -306,6 +306,11 @@ impl PyRemoteStore {
         Ok(p.to_string_lossy().into_owned())
     }
 
+    /// The "algo:hex" digest a ref names (a URI of this store, a digest, or bare hex).
+    fn digest_of(&self, r: &str) -> PyResult<String> {
+        Ok(self.digest(r)?.to_string())
+    }
+
     fn uri_of(&self, r: &str) -> PyResult<String> {
         let d = self.digest(r)?;
         let hex = d.hex();
