@@ -45,7 +45,8 @@ from typing import Any, Literal, TypeVar
 from . import loaders
 from ._core import Artifact
 from .errors import InvalidArgumentError, NotFoundError
-from .store import ArtifactWriter, Labels, Metrics, Store, _meta, check_limit
+from .store import Labels, Metrics, Store, _meta, check_limit
+from .writer import ArtifactWriter
 
 __all__ = ["ArtifactFacade", "Scope", "TREE_MIME"]
 
