@@ -330,3 +330,14 @@ def test_small_writer_stays_in_memory_and_large_one_spills(tmp_path: Path) -> No
         w2.seek(5)
         w2.write(b"z")  # a hole inside memory reads back as zeros
     assert s.read_bytes(w2.artifact) == b"xy\0\0\0z" and blob_files(s.root) != []
+
+
+def test_odd_escapes_in_a_uri_are_refused_not_a_panic(store: runstash.Store) -> None:
+    # Before: "%a" followed by a multi-byte character sliced text mid-character, a Rust
+    # panic that reached Python as PanicException.
+    blobs = Path(store.root, "blobs").as_uri()
+    for uri in ["file:///x%a\u00e9", "file:///x%", "file://%C3", f"{blobs}/%a\u00e9/%zz"]:
+        with pytest.raises(runstash.InvalidArgumentError):
+            store.read_bytes(uri)
+        with pytest.raises(runstash.InvalidArgumentError):
+            store.exists(uri)

@@ -4,7 +4,8 @@
 //! - [`atomic`]: `AtomicFile`, bytes reach their final name only when complete.
 //! - [`blobs`]: the content-addressed blob store; [`damage`]: damaged blobs and quarantine.
 //! - [`input`]: opening callers' files (regular files only).
-//! - [`store`]: a store root, its metadata and layout.
+//! - [`store`]: a store root and its layout; [`meta`]: its `STORE.json`; [`uri`]: blob URIs;
+//!   [`dates`]: timestamps as text.
 //! - [`paths`]: validation of caller-supplied names and paths.
 //! - [`live`], [`gc`], [`audit`], [`retention`]: what is live, garbage collection, stats and
 //!   verification, keep-best retention.
@@ -15,18 +16,21 @@ pub mod atomic;
 pub mod audit;
 pub mod blobs;
 pub mod damage;
+pub mod dates;
 pub mod error;
 pub mod gc;
 pub mod hash;
 pub mod index;
 pub mod input;
 pub mod live;
+pub mod meta;
 pub mod paths;
 #[cfg(feature = "s3")]
 pub mod remote;
 pub mod retention;
 pub mod store;
 pub mod tree;
+pub mod uri;
 
 pub use atomic::{AtomicFile, Durability, write_atomic};
 pub use audit::{IntegrityReport, MissingBlob, StoreStats, VerifyProgress};
@@ -35,6 +39,7 @@ pub use damage::{QUARANTINE_DIR, Quarantined};
 pub use error::{Error, ErrorKind, Result};
 pub use gc::GcReport;
 pub use hash::{Digest, HashAlgo, Hasher, hash_bytes, hash_file};
+pub use meta::{FORMAT_VERSION, StoreMeta};
 pub use retention::{Per, RetentionPlan};
-pub use store::{OpenOptions, Store, StoreMeta};
+pub use store::{OpenOptions, Store};
 pub use tree::{TREE_MIME, TreeFile};

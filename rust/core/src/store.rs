@@ -1,44 +1,26 @@
-//! `Store`: a store root on disk, its `STORE.json`, and the parts that live under it.
+//! `Store`: a store root on disk and the parts that live under it (its `STORE.json`:
+//! [`crate::meta`]).
 //!
 //! Opening creates the layout of DESIGN.md when the root is new (or empty), and otherwise checks
 //! that the store was made by a format this code knows and with the hash algorithm asked for.
 //! A root that is a file, or a non-empty directory that is not a store, is refused rather than
 //! written into.
-//!
-//! Invariants:
-//! - `STORE.json` is written last when a store is created (after `index/` and its first
-//!   segment), so a store with `STORE.json` always has an index, and one whose index files are
-//!   missing is damaged, never new: it is refused (`Corrupt`), never re-initialised.
-//! - A directory that holds blob files or index records but no `STORE.json` is a store that
-//!   lost its `STORE.json`: refused, never re-created (that could change its hash).
-//! - `STORE.json`'s hash must be the hash of the index's records: refused otherwise.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::atomic::{AtomicFile, Durability, clean_stale_temps, fsync_dir};
+use crate::atomic::{Durability, clean_stale_temps, fsync_dir};
 use crate::blobs::BlobStore;
 use crate::damage::is_blob_file;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::hash::{Digest, HashAlgo, hash_bytes};
 use crate::index::{ArtifactId, Op, OwnedRecord, RecordMeta, SharedIndex, validate_new};
 use crate::input::{Links, open_regular};
-
-/// The on-disk format this code writes and the newest it can read.
-pub const FORMAT_VERSION: u32 = 1;
-const META_FILE: &str = "STORE.json";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoreMeta {
-    pub format: String,
-    pub format_version: u32,
-    pub hash: String,
-    pub created_at: String,
-}
+use crate::meta::{
+    META_FILE, StoreMeta, check_index_hash, check_meta, create, create_root, read_meta,
+};
 
 /// How to open a store.
 #[derive(Debug, Clone, Copy)]
@@ -136,7 +118,7 @@ impl Store {
         let blobs = BlobStore::new(root.clone(), algo, opts.durability);
         let index = Arc::new(SharedIndex::open(&root.join("index"), opts.durability)?);
         check_index_hash(&index, algo, &meta_path)?;
-        let blob_uri_prefix = Arc::from(format!("{}/", file_uri(&root.join("blobs"))));
+        let blob_uri_prefix = Arc::from(format!("{}/", crate::uri::file_uri(&root.join("blobs"))));
         Ok(Store {
             root,
             meta,
@@ -527,26 +509,12 @@ impl Store {
 
     /// `file://` URI of a blob (percent-encoded absolute path).
     pub fn uri_of(&self, d: &Digest) -> String {
-        file_uri(&self.blobs.path_of(d))
+        crate::uri::file_uri(&self.blobs.path_of(d))
     }
 
     /// The digest named by a blob URI of this store; an error for anything else.
     pub fn digest_from_uri(&self, uri: &str) -> Result<Digest> {
-        let path = uri
-            .strip_prefix("file://")
-            .map(percent_decode)
-            .ok_or_else(|| Error::invalid(format!("{uri:?} is not a file:// URI of this store")))?;
-        let blobs = self.root.join("blobs");
-        let rel = Path::new(&path).strip_prefix(&blobs).map_err(|_| {
-            Error::invalid(format!(
-                "URI {uri:?} does not belong to the store at {}",
-                self.root.display()
-            ))
-        })?;
-        let hex: String = rel.iter().map(|c| c.to_string_lossy()).collect();
-        format!("{}:{hex}", self.blobs.algo())
-            .parse()
-            .map_err(|_| Error::invalid(format!("URI {uri:?} does not name a blob of this store")))
+        crate::uri::digest_from_file_uri(&self.root, self.blobs.algo(), uri)
     }
 }
 
@@ -579,27 +547,6 @@ pub(crate) fn into_records(ops: Vec<Op>) -> Vec<OwnedRecord> {
         .collect()
 }
 
-/// Creates a store root and any missing parents; in durable mode their names are fsynced
-/// into their parents, so that a power cut cannot take the whole new store away.
-fn create_root(root: &Path, durability: Durability) -> Result<()> {
-    let abs = std::path::absolute(root).ctx("resolve", root)?;
-    let existing = abs
-        .ancestors()
-        .skip(1)
-        .find(|a| a.is_dir())
-        .map(Path::to_path_buf);
-    std::fs::create_dir_all(&abs).ctx("create store root", root)?;
-    if durability == Durability::Fsync {
-        for dir in abs.ancestors().skip(1) {
-            fsync_dir(dir)?;
-            if Some(dir) == existing.as_deref() {
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
 fn known(m: &crate::index::MemIndex, id: ArtifactId) -> Result<()> {
     if m.contains(id) {
         Ok(())
@@ -608,437 +555,6 @@ fn known(m: &crate::index::MemIndex, id: ArtifactId) -> Result<()> {
     }
 }
 
-fn read_meta(path: &Path) -> Result<Option<StoreMeta>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::corrupt(format!("{} is not valid: {e}", path.display())).with_path(path)
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path, e)),
-    }
-}
-
-fn check_meta(meta: &StoreMeta, path: &Path, want: Option<HashAlgo>) -> Result<()> {
-    if meta.format != "runstash" {
-        return Err(Error::incompatible(format!(
-            "{} is not a runstash store file",
-            path.display()
-        )));
-    }
-    if meta.format_version > FORMAT_VERSION {
-        return Err(Error::incompatible(format!(
-            "store format {} (in {}) is newer than this runstash understands ({FORMAT_VERSION}); upgrade runstash",
-            meta.format_version,
-            path.display()
-        )));
-    }
-    if let Some(want) = want
-        && meta.hash != want.name()
-    {
-        return Err(Error::incompatible(format!(
-            "store {} hashes with {}, not {}; open it without hash= or with hash={:?}",
-            path.parent().unwrap_or(path).display(),
-            meta.hash,
-            want,
-            meta.hash
-        )));
-    }
-    Ok(())
-}
-
-/// Writes STORE.json for a new store. Several processes may race here: the first rename wins
-/// and the others read what it wrote.
-fn create(root: &Path, opts: OpenOptions) -> Result<StoreMeta> {
-    if let Some(what) = holds_a_store(root)? {
-        // A creator that won a race writes STORE.json before any record or blob exists.
-        if let Some(meta) = read_meta(&root.join(META_FILE))? {
-            return Ok(meta);
-        }
-        return Err(Error::corrupt(format!(
-            "{} holds {what} but no {META_FILE}: it is a store that lost {META_FILE}; refusing \
-             to re-initialise it (restore {META_FILE} from a backup)",
-            root.display()
-        ))
-        .with_path(&root.join(META_FILE)));
-    }
-    let has_other_files = std::fs::read_dir(root)
-        .ctx("list", root)?
-        .flatten()
-        .any(|e| {
-            !matches!(
-                e.file_name().to_str(),
-                Some("blobs" | "staging" | "index" | "runs")
-            )
-        });
-    if has_other_files {
-        return Err(Error::invalid(format!(
-            "{} is a non-empty directory without {META_FILE}: not a runstash store; refusing to write into it",
-            root.display()
-        )));
-    }
-    let meta = StoreMeta {
-        format: "runstash".into(),
-        format_version: FORMAT_VERSION,
-        hash: opts.hash.unwrap_or(HashAlgo::Blake3).name().into(),
-        created_at: utc_now_iso(),
-    };
-    let body = serde_json::to_vec_pretty(&meta).map_err(|e| Error::invalid(e.to_string()))?;
-    // The index first (see the invariants at the top): STORE.json means "a complete store".
-    for sub in ["blobs", "staging"] {
-        let p = root.join(sub);
-        match std::fs::create_dir(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => {}
-            Err(e) => return Err(Error::io("create directory", &p, e)),
-        }
-    }
-    drop(SharedIndex::create(&root.join("index"), opts.durability)?);
-    if opts.durability == Durability::Fsync {
-        fsync_dir(root)?;
-    }
-    let mut f = AtomicFile::create_in(root, opts.durability, None, 0o644, "")?;
-    f.write_all(&body)?;
-    if f.commit_noreplace(&root.join(META_FILE))? {
-        return Ok(meta);
-    }
-    read_meta(&root.join(META_FILE))?
-        .ok_or_else(|| Error::corrupt("STORE.json vanished while opening"))
-}
-
-/// What makes `root` (without STORE.json) a store already: blob files, or an index with a
-/// snapshot or records. A crash while creating leaves at most empty directories and an empty
-/// first segment, which a new open completes.
-fn holds_a_store(root: &Path) -> Result<Option<&'static str>> {
-    let blobs = root.join("blobs");
-    if let Ok(mut rd) = std::fs::read_dir(&blobs)
-        && rd.next().is_some()
-    {
-        return Ok(Some("blobs/"));
-    }
-    let index = root.join("index");
-    let Ok(rd) = std::fs::read_dir(&index) else {
-        return Ok(None);
-    };
-    for ent in rd.flatten() {
-        let name = ent.file_name();
-        let Some((kind, g)) = name.to_str().and_then(crate::index::log::parse_name) else {
-            continue;
-        };
-        let len = ent.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-        if kind == "snap" || len > crate::index::log::header_frame(g).len() as u64 {
-            return Ok(Some("index/"));
-        }
-    }
-    Ok(None)
-}
-
-/// The index's records must be digests of the store's hash: a `STORE.json` that says another
-/// would make every blob look corrupt (and every blob an orphan to gc).
-fn check_index_hash(index: &SharedIndex, algo: HashAlgo, meta_path: &Path) -> Result<()> {
-    let found = index.read(|m| m.iter().next().map(|r| r.digest.algo()))?;
-    match found {
-        Some(a) if a != algo => Err(Error::corrupt(format!(
-            "{} says hash {algo} but the index's records are {a} digests: {} was changed or \
-             replaced; restore it (or set \"hash\": \"{a}\")",
-            meta_path.display(),
-            META_FILE
-        ))
-        .with_path(meta_path)),
-        _ => Ok(()),
-    }
-}
-
-/// The current UTC time as ISO 8601 with microseconds, e.g. `2026-11-23T08:41:07.123456Z`.
-pub fn utc_now_iso() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format_utc_micros(now.as_micros() as i64)
-}
-
-/// Formats microseconds since the Unix epoch as ISO 8601 UTC.
-pub fn format_utc_micros(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        tod / 3600,
-        (tod % 3600) / 60,
-        tod % 60
-    )
-}
-
-fn file_uri(path: &Path) -> String {
-    let mut out = String::from("file://");
-    for &b in path.as_os_str().as_encoded_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn root(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("runstash-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
-    /// Every write path survives a gc that takes its blob between publish and record: the
-    /// blob is published again under the index lock, the write succeeds, and its bytes read
-    /// back (also when the content was already there, a dedup hit on an orphan).
-    #[test]
-    fn writes_survive_a_gc_between_publish_and_record() {
-        let s = test_store("collected");
-        let big = vec![7u8; (DEFAULT_PACK_MAX + 10) as usize];
-        let meta = || RecordMeta {
-            kind: "t".into(),
-            ..RecordMeta::default()
-        };
-        COLLECT_BEFORE_RECORD.with(|c| c.set(true));
-        let check = |s: &Store, recs: Vec<OwnedRecord>, want: &[u8]| {
-            let d = recs[0].digest;
-            assert_eq!(s.read_blob(&d, true).unwrap(), want);
-        };
-        for round in 0..2 {
-            // round 1: every blob already exists before the write (dedup hit on an orphan)
-            let mut data = big.clone();
-            data[0] = 1;
-            check(&s, s.put_bytes(&data, &[meta()]).unwrap(), &data);
-
-            data[0] = 2;
-            let src = s.root().join("src.bin");
-            std::fs::write(&src, &data).unwrap();
-            check(&s, s.save(&src, &[meta()]).unwrap(), &data);
-            assert_eq!(std::fs::read(&src).unwrap(), data, "source untouched");
-
-            data[0] = 3;
-            let staged = s.blobs.stage("bin").unwrap();
-            std::fs::write(&staged, &data).unwrap();
-            check(&s, s.ingest(&staged, &[meta()]).unwrap(), &data);
-            assert!(
-                !staged.exists(),
-                "round {round}: staged name goes after the record"
-            );
-
-            data[0] = 4;
-            let mut w = s.writer("bin").unwrap();
-            w.write_all(&data).unwrap();
-            check(&s, s.commit_writer(w, &[meta()]).unwrap(), &data);
-        }
-        COLLECT_BEFORE_RECORD.with(|c| c.set(false));
-        assert_eq!(
-            std::fs::read_dir(s.blobs.staging_dir()).unwrap().count(),
-            0,
-            "no temp or staged file is left"
-        );
-        let report = s.verify_report(&mut |_| true).unwrap();
-        assert!(report.is_clean(), "{report:?}");
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(format_utc_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            format_utc_micros(951_782_400_000_001),
-            "2000-02-29T00:00:00.000001Z"
-        );
-        assert_eq!(
-            format_utc_micros(1_795_423_267_500_000),
-            "2026-11-23T08:41:07.500000Z"
-        );
-    }
-
-    #[test]
-    fn reopen_checks_hash_and_version() {
-        let r = root("meta");
-        let opts = OpenOptions {
-            hash: Some(HashAlgo::Sha256),
-            durability: Durability::Os,
-            ..OpenOptions::default()
-        };
-        let s = Store::open(&r, opts).unwrap();
-        assert_eq!(s.meta().hash, "sha256");
-        assert!(Store::open(&r, OpenOptions { hash: None, ..opts }).is_ok());
-        let e = Store::open(
-            &r,
-            OpenOptions {
-                hash: Some(HashAlgo::Blake3),
-                ..opts
-            },
-        )
-        .unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Incompatible);
-        let meta = r.join(META_FILE);
-        let text = std::fs::read_to_string(&meta)
-            .unwrap()
-            .replace("\"format_version\": 1", "\"format_version\": 99");
-        std::fs::write(&meta, text).unwrap();
-        let e = Store::open(&r, opts).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Incompatible);
-        assert!(e.message().contains("newer"));
-    }
-
-    #[test]
-    fn refuses_files_and_foreign_directories() {
-        let r = root("foreign");
-        std::fs::create_dir_all(&r).unwrap();
-        std::fs::write(r.join("notes.txt"), b"mine").unwrap();
-        assert!(Store::open(&r, OpenOptions::default()).is_err());
-        assert!(Store::open(&r.join("notes.txt"), OpenOptions::default()).is_err());
-    }
-
-    #[test]
-    fn uris_round_trip() {
-        let r = root("uri dir");
-        let s = Store::open(
-            &r,
-            OpenOptions {
-                hash: None,
-                durability: Durability::Os,
-                ..OpenOptions::default()
-            },
-        )
-        .unwrap();
-        let info = s.blobs().put_bytes(b"x").unwrap();
-        let uri = s.uri_of(&info.digest);
-        assert!(uri.contains("%20"));
-        assert_eq!(s.digest_from_uri(&uri).unwrap(), info.digest);
-        assert!(s.digest_from_uri("file:///etc/passwd").is_err());
-    }
-
-    fn meta(kind: &str) -> RecordMeta {
-        RecordMeta {
-            kind: kind.to_string(),
-            ..RecordMeta::default()
-        }
-    }
-
-    fn log_files(r: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(r.join("index"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("log-"))
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn packed_blobs_survive_compaction_and_reopen() {
-        let r = root("packed");
-        let opts = OpenOptions {
-            durability: Durability::Os,
-            ..OpenOptions::default()
-        };
-        let s = Store::open(&r, opts).unwrap();
-        let a = s.put_bytes(b"kept", &[meta("k")]).unwrap().remove(0);
-        let gone = s.put_bytes(b"dropped", &[meta("k")]).unwrap().remove(0);
-        let dup = s.put_bytes(b"kept", &[meta("k")]).unwrap().remove(0);
-        assert_eq!(a.digest, dup.digest);
-        s.delete(gone.id).unwrap();
-        s.index().compact().unwrap();
-        // The first segment holds "kept", which live records name: it stays beside the snapshot.
-        assert_eq!(log_files(&r).len(), 2);
-        assert_eq!(s.read_blob(&a.digest, true).unwrap(), b"kept");
-        assert!(!s.has_blob(&gone.digest));
-        drop(s);
-        let s = Store::open(&r, opts).unwrap();
-        assert_eq!(s.read_blob(&a.digest, true).unwrap(), b"kept");
-        assert!(s.blobs().path_of(&a.digest).symlink_metadata().is_err());
-        let p = s.blob_path(&a.digest).unwrap();
-        assert_eq!(std::fs::read(p).unwrap(), b"kept");
-        // Once no live record names packed bytes, compaction lets their segment go.
-        s.delete(a.id).unwrap();
-        s.delete(dup.id).unwrap();
-        s.index().compact().unwrap();
-        assert_eq!(log_files(&r).len(), 1);
-        assert!(
-            Store::open(&r, opts)
-                .unwrap()
-                .read_blob(&a.digest, false)
-                .is_ok(),
-            "the materialized file still serves reads"
-        );
-    }
-
-    #[test]
-    fn a_second_handle_reads_packed_bytes_from_a_sealed_segment() {
-        let r = root("packed2");
-        let opts = OpenOptions {
-            durability: Durability::Os,
-            ..OpenOptions::default()
-        };
-        let a = Store::open(&r, opts).unwrap();
-        let b = Store::open(&r, opts).unwrap();
-        let rec = a
-            .put_bytes(b"shared bytes", &[meta("k")])
-            .unwrap()
-            .remove(0);
-        a.index().compact().unwrap();
-        a.put_bytes(b"newer", &[meta("k")]).unwrap();
-        assert_eq!(b.read_blob(&rec.digest, true).unwrap(), b"shared bytes");
-        assert_eq!(b.blob_size(&rec.digest).unwrap(), 12);
-    }
-
-    #[test]
-    fn bytes_packed_again_after_their_segment_was_compacted_away() {
-        let r = root("packed3");
-        let opts = OpenOptions {
-            durability: Durability::Os,
-            ..OpenOptions::default()
-        };
-        let a = Store::open(&r, opts).unwrap();
-        let b = Store::open(&r, opts).unwrap();
-        let old = a.put_bytes(b"again", &[meta("k")]).unwrap().remove(0);
-        assert!(b.has_blob(&old.digest)); // b notes where the bytes are
-        a.delete(old.id).unwrap();
-        a.index().compact().unwrap(); // no live record names them: their segment goes
-        let new = b.put_bytes(b"again", &[meta("k")]).unwrap().remove(0);
-        drop((a, b));
-        let c = Store::open(&r, opts).unwrap();
-        assert_eq!(c.read_blob(&new.digest, true).unwrap(), b"again");
-        c.index().compact().unwrap();
-        drop(c);
-        let c = Store::open(&r, opts).unwrap();
-        assert_eq!(c.read_blob(&new.digest, true).unwrap(), b"again");
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

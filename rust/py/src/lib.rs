@@ -237,7 +237,7 @@ impl PyArtifact {
     /// Creation time, ISO 8601 UTC with microseconds.
     #[getter]
     fn created_at(&self) -> String {
-        core::store::format_utc_micros(self.rec.created_us)
+        core::dates::format_utc_micros(self.rec.created_us)
     }
     #[getter]
     fn run_id(&self) -> Option<&str> {
@@ -1246,6 +1246,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyWriter>()?;
     #[cfg(feature = "s3")]
     m.add_class::<remote::PyRemoteStore>()?;
-    m.add("FORMAT_VERSION", core::store::FORMAT_VERSION)?;
+    m.add("FORMAT_VERSION", core::FORMAT_VERSION)?;
     Ok(())
 }
