@@ -1,0 +1,515 @@
+//! `CoreStore`: the engine's local store handle; `runstash.Store` wraps it.
+
+use super::*;
+
+/// The engine's store handle. Python code uses `runstash.Store`, which wraps this.
+#[pyclass(frozen, module = "runstash._core", name = "CoreStore")]
+pub(crate) struct PyStore {
+    pub(crate) inner: core::Store,
+}
+
+impl PyStore {
+    pub(crate) fn meta(&self, m: MetaArgs<'_>) -> PyResult<RecordMeta> {
+        let meta = m.into_meta()?;
+        self.inner.check_meta(&meta).py_err()?;
+        Ok(meta)
+    }
+
+    pub(crate) fn one(&self, recs: core::Result<Vec<OwnedRecord>>) -> PyResult<PyArtifact> {
+        first_artifact(recs, self.inner.blob_uri_prefix())
+    }
+
+    pub(crate) fn artifacts(&self, recs: Vec<OwnedRecord>) -> Vec<PyArtifact> {
+        to_artifacts(recs, self.inner.blob_uri_prefix())
+    }
+
+    /// A digest from "algo:hex", a bare hex string (the store's algorithm), or a blob URI.
+    pub(crate) fn digest(&self, r: &str) -> PyResult<Digest> {
+        let d = if r.starts_with("file://") {
+            self.inner.digest_from_uri(r)
+        } else if r.contains(':') {
+            r.parse::<Digest>()
+        } else {
+            format!("{}:{r}", self.inner.blobs().algo()).parse::<Digest>()
+        }
+        .py_err()?;
+        self.inner.blobs().check_digest(&d).py_err()?;
+        Ok(d)
+    }
+}
+
+#[pymethods]
+impl PyStore {
+    #[new]
+    #[pyo3(signature = (root, hash = None, durability = "fsync", pack_max = core::store::DEFAULT_PACK_MAX))]
+    fn new(
+        py: Python<'_>,
+        root: PathBuf,
+        hash: Option<&str>,
+        durability: &str,
+        pack_max: u64,
+    ) -> PyResult<Self> {
+        let opts = core::OpenOptions {
+            hash: hash.map(parse_algo).transpose()?,
+            durability: durability.parse().py_err()?,
+            pack_max,
+        };
+        let inner = py.detach(|| core::Store::open(&root, opts)).py_err()?;
+        Ok(PyStore { inner })
+    }
+
+    #[getter]
+    fn root(&self) -> String {
+        self.inner.root().to_string_lossy().into_owned()
+    }
+
+    #[getter]
+    fn hash_algo(&self) -> &'static str {
+        self.inner.blobs().algo().name()
+    }
+
+    #[getter]
+    fn durability(&self) -> &'static str {
+        self.inner.blobs().durability().name()
+    }
+
+    #[getter]
+    fn pack_max(&self) -> u64 {
+        self.inner.pack_max()
+    }
+
+    #[getter]
+    fn staging_dir(&self) -> String {
+        self.inner
+            .blobs()
+            .staging_dir()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn put_bytes(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        meta: MetaArgs<'_>,
+    ) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
+        let recs = with_buffer(py, data, |b| {
+            self.inner.put_bytes(b, std::slice::from_ref(&meta))
+        })?;
+        self.one(recs)
+    }
+
+    fn save(&self, py: Python<'_>, path: PathBuf, meta: MetaArgs<'_>) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
+        let recs = py.detach(|| self.inner.save(&path, std::slice::from_ref(&meta)));
+        self.one(recs)
+    }
+
+    #[pyo3(signature = (ext = ""))]
+    fn stage(&self, py: Python<'_>, ext: &str) -> PyResult<String> {
+        let p = py.detach(|| self.inner.blobs().stage(ext)).py_err()?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+
+    #[pyo3(signature = (suffix = ""))]
+    fn stage_dir(&self, py: Python<'_>, suffix: &str) -> PyResult<String> {
+        let p = py
+            .detach(|| self.inner.blobs().stage_dir(suffix))
+            .py_err()?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+
+    fn ingest(&self, py: Python<'_>, staged: PathBuf, meta: MetaArgs<'_>) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
+        let recs = py.detach(|| self.inner.ingest(&staged, std::slice::from_ref(&meta)));
+        self.one(recs)
+    }
+
+    fn writer(&self, py: Python<'_>, ext: &str, meta: MetaArgs<'_>) -> PyResult<PyWriter> {
+        let meta = self.meta(meta)?;
+        let w = py.detach(|| self.inner.writer(ext)).py_err()?;
+        Ok(PyWriter {
+            inner: Mutex::new(Some(w)),
+            store: WriterOwner::Local(Box::new(self.inner.clone())),
+            meta,
+        })
+    }
+
+    /// Stores a directory as one artifact (see `runstash_core::tree`); with `cleanup`, a
+    /// directory made by `stage_dir` is removed afterwards.
+    fn ingest_dir(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        meta: MetaArgs<'_>,
+        cleanup: bool,
+    ) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
+        let recs = py.detach(|| {
+            self.inner
+                .ingest_dir(&path, std::slice::from_ref(&meta), cleanup)
+        });
+        self.one(recs)
+    }
+
+    /// The read-only directory of a directory artifact's files (built on first request).
+    fn tree_dir(&self, py: Python<'_>, r: &str) -> PyResult<String> {
+        let d = self.digest(r)?;
+        let p = py.detach(|| self.inner.tree_dir(&d)).py_err()?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+
+    /// Records `len(metas)` artifacts for one stored blob (given by digest) in one append.
+    fn record_many(
+        &self,
+        py: Python<'_>,
+        r: &str,
+        metas: Vec<MetaArgs<'_>>,
+    ) -> PyResult<Vec<PyArtifact>> {
+        let d = self.digest(r)?;
+        let metas = metas
+            .into_iter()
+            .map(|m| self.meta(m))
+            .collect::<PyResult<Vec<_>>>()?;
+        let recs = py
+            .detach(|| {
+                let size = self.inner.blob_size(&d)?;
+                self.inner.record(d, size, &metas)
+            })
+            .py_err()?;
+        Ok(self.artifacts(recs))
+    }
+
+    // -- index queries ---------------------------------------------------------------------
+
+    fn get(&self, py: Python<'_>, id: &str) -> PyResult<Option<PyArtifact>> {
+        let Ok(id) = id.parse::<ArtifactId>() else {
+            return Ok(None);
+        };
+        let r = py
+            .detach(|| self.inner.index().read(|m| m.get(id).map(|r| m.resolve(r))))
+            .py_err()?;
+        Ok(r.map(|r| PyArtifact::new(r, self.inner.blob_uri_prefix())))
+    }
+
+    #[pyo3(signature = (filter, limit = None))]
+    fn list(
+        &self,
+        py: Python<'_>,
+        filter: FilterArgs<'_>,
+        limit: Option<i64>,
+    ) -> PyResult<Vec<PyArtifact>> {
+        let limit = limit.map(|n| count_arg("limit", n)).transpose()?;
+        let f = filter.into_filter()?;
+        let recs = py
+            .detach(|| {
+                self.inner.index().read(|m| {
+                    m.list(&f, limit)
+                        .into_iter()
+                        .map(|r| m.resolve(r))
+                        .collect()
+                })
+            })
+            .py_err()?;
+        Ok(self.artifacts(recs))
+    }
+
+    fn count(&self, py: Python<'_>, filter: FilterArgs<'_>) -> PyResult<usize> {
+        let f = filter.into_filter()?;
+        py.detach(|| self.inner.index().read(|m| m.count(&f)))
+            .py_err()
+    }
+
+    #[pyo3(signature = (filter, metric, mode, k))]
+    fn top_k(
+        &self,
+        py: Python<'_>,
+        filter: FilterArgs<'_>,
+        metric: &str,
+        mode: &str,
+        k: i64,
+    ) -> PyResult<Vec<PyArtifact>> {
+        let k = count_arg("k", k)?;
+        let f = filter.into_filter()?;
+        let mode: Mode = mode.parse().py_err()?;
+        let recs = py
+            .detach(|| {
+                self.inner.index().read(|m| {
+                    m.top_k(&f, metric, mode, k)
+                        .into_iter()
+                        .map(|r| m.resolve(r))
+                        .collect()
+                })
+            })
+            .py_err()?;
+        Ok(self.artifacts(recs))
+    }
+
+    fn best(
+        &self,
+        py: Python<'_>,
+        filter: FilterArgs<'_>,
+        metric: &str,
+        mode: &str,
+    ) -> PyResult<Option<PyArtifact>> {
+        Ok(self.top_k(py, filter, metric, mode, 1)?.into_iter().next())
+    }
+
+    #[pyo3(signature = (id, pinned = true))]
+    fn pin(&self, py: Python<'_>, id: &str, pinned: bool) -> PyResult<PyArtifact> {
+        let id = parse_id(id)?;
+        let r = py.detach(|| self.inner.pin(id, pinned)).py_err()?;
+        Ok(PyArtifact::new(r, self.inner.blob_uri_prefix()))
+    }
+
+    fn delete(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        let id = parse_id(id)?;
+        py.detach(|| self.inner.delete(id)).py_err()
+    }
+
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.index().compact()).py_err()
+    }
+
+    /// Every live record, oldest first, as columns:
+    /// (scalar columns dict, labels list of dicts, metric names, metric value lists).
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let f = Filter::default();
+        let recs: Vec<OwnedRecord> = py
+            .detach(|| {
+                self.inner
+                    .index()
+                    .read(|m| m.list(&f, None).into_iter().map(|r| m.resolve(r)).collect())
+            })
+            .py_err()?;
+        columns_dict(py, &self.artifacts(recs))
+    }
+
+    #[pyo3(signature = (r, verify = false))]
+    fn read_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        r: &str,
+        verify: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let d = self.digest(r)?;
+        let data = py.detach(|| self.inner.read_blob(&d, verify)).py_err()?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// The path of a stored blob's file (a packed blob gets its file now).
+    fn path_of(&self, py: Python<'_>, r: &str) -> PyResult<String> {
+        let d = self.digest(r)?;
+        let p = py.detach(|| self.inner.blob_path(&d)).py_err()?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+
+    /// The "algo:hex" digest a ref names (a URI of this store, a digest, or bare hex).
+    fn digest_of(&self, r: &str) -> PyResult<String> {
+        Ok(self.digest(r)?.to_string())
+    }
+
+    fn uri_of(&self, r: &str) -> PyResult<String> {
+        let d = self.digest(r)?;
+        Ok(self.inner.uri_of(&d))
+    }
+
+    fn exists(&self, py: Python<'_>, r: &str) -> PyResult<bool> {
+        let d = self.digest(r)?;
+        Ok(py.detach(|| self.inner.has_blob(&d)))
+    }
+
+    fn verify(&self, py: Python<'_>, r: &str) -> PyResult<bool> {
+        let d = self.digest(r)?;
+        py.detach(|| self.inner.verify_blob(&d)).py_err()
+    }
+
+    /// Re-hash every blob: (checked, corrupt paths, stray paths, missing hashes).
+    #[allow(clippy::type_complexity)]
+    fn verify_all(&self, py: Python<'_>) -> PyResult<(u64, Vec<String>, Vec<String>, Vec<String>)> {
+        let r = py.detach(|| self.inner.verify_all()).py_err()?;
+        let s = |v: Vec<PathBuf>| {
+            v.into_iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect()
+        };
+        let missing = r.missing.iter().map(|d| d.to_string()).collect();
+        Ok((r.checked, s(r.corrupt), s(r.stray), missing))
+    }
+
+    // -- operations: stats, verify, gc, retention --------------------------------------------
+
+    /// Space accounting, as a dict of the fields of `runstash_core::StoreStats`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.inner.stats()).py_err()?;
+        let d = PyDict::new(py);
+        d.set_item("records", s.records)?;
+        d.set_item("live_bytes", s.live_bytes)?;
+        d.set_item("blob_count", s.blob_count)?;
+        d.set_item("blob_bytes", s.blob_bytes)?;
+        d.set_item("dedup_ratio", s.dedup_ratio)?;
+        d.set_item("disk_blobs", s.disk_blobs)?;
+        d.set_item("disk_bytes", s.disk_bytes)?;
+        d.set_item("orphan_blobs", s.orphan_blobs)?;
+        d.set_item("orphan_bytes", s.orphan_bytes)?;
+        d.set_item("missing_blobs", s.missing_blobs)?;
+        d.set_item("stray_files", s.stray_files)?;
+        d.set_item("staging_files", s.staging_files)?;
+        d.set_item("staging_bytes", s.staging_bytes)?;
+        d.set_item("index_bytes", s.index_bytes)?;
+        d.set_item("quarantined_files", s.quarantined_files)?;
+        d.set_item("quarantined_bytes", s.quarantined_bytes)?;
+        Ok(d)
+    }
+
+    /// Re-hash every blob and compare with the index. `progress(done, total, bytes,
+    /// total_bytes)` is called at most every 0.1 s and after the last blob; an exception it
+    /// raises stops the check and propagates.
+    #[pyo3(signature = (progress = None))]
+    fn verify_report<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut raised: Option<PyErr> = None;
+        let r = py.detach(|| {
+            let mut last: Option<std::time::Instant> = None;
+            let mut tick = |p: &core::VerifyProgress| -> bool {
+                let Some(cb) = &progress else { return true };
+                let due = p.done == p.total
+                    || last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100));
+                if !due {
+                    return true;
+                }
+                last = Some(std::time::Instant::now());
+                Python::attach(
+                    |py| match cb.call1(py, (p.done, p.total, p.bytes, p.total_bytes)) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            raised = Some(e);
+                            false
+                        }
+                    },
+                )
+            };
+            self.inner.verify_report(&mut tick)
+        });
+        if let Some(e) = raised {
+            return Err(e);
+        }
+        let r = r.py_err()?;
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let d = PyDict::new(py);
+        d.set_item("checked", r.checked)?;
+        d.set_item("checked_bytes", r.checked_bytes)?;
+        let missing: Vec<(String, Vec<String>)> = r
+            .missing
+            .iter()
+            .map(|m| {
+                let ids = m.records.iter().map(|id| id.to_string()).collect();
+                (m.digest.to_string(), ids)
+            })
+            .collect();
+        d.set_item("missing", missing)?;
+        let corrupt: Vec<(String, String)> = r
+            .corrupt
+            .iter()
+            .map(|(dg, p)| (dg.to_string(), path(p)))
+            .collect();
+        d.set_item("corrupt", corrupt)?;
+        let orphaned: Vec<(String, String, u64)> = r
+            .orphaned
+            .iter()
+            .map(|(dg, p, n)| (dg.to_string(), path(p), *n))
+            .collect();
+        d.set_item("orphaned", orphaned)?;
+        let stray: Vec<String> = r.stray.iter().map(|p| path(p)).collect();
+        d.set_item("stray", stray)?;
+        let unreadable: Vec<(String, String)> = r
+            .unreadable
+            .iter()
+            .map(|(p, why)| (path(p), why.clone()))
+            .collect();
+        d.set_item("unreadable", unreadable)?;
+        let quarantined: Vec<(Option<String>, String, u64)> = r
+            .quarantined
+            .iter()
+            .map(|q| (q.digest.map(|d| d.to_string()), path(&q.path), q.size))
+            .collect();
+        d.set_item("quarantined", quarantined)?;
+        Ok(d)
+    }
+
+    /// Delete unreferenced blob files older than `grace` seconds (only report, in a dry run).
+    /// `assume_deleted`: artifact ids to treat as deleted (a dry run's preview of retention).
+    #[pyo3(signature = (dry_run, grace, assume_deleted = Vec::new()))]
+    fn gc<'py>(
+        &self,
+        py: Python<'py>,
+        dry_run: bool,
+        grace: f64,
+        assume_deleted: Vec<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if !grace.is_finite() || grace < 0.0 {
+            return Err(invalid(format!(
+                "grace must be a finite, non-negative number of seconds, got {grace}"
+            )));
+        }
+        let grace = std::time::Duration::from_secs_f64(grace);
+        let assume = assume_deleted
+            .iter()
+            .map(|id| parse_id(id))
+            .collect::<PyResult<std::collections::HashSet<_>>>()?;
+        let r = py
+            .detach(|| self.inner.gc_assuming_deleted(dry_run, grace, &assume))
+            .py_err()?;
+        let d = PyDict::new(py);
+        d.set_item("dry_run", r.dry_run)?;
+        d.set_item("scanned", r.scanned)?;
+        let deleted: Vec<(String, u64)> = r
+            .deleted
+            .iter()
+            .map(|(dg, n)| (dg.to_string(), *n))
+            .collect();
+        d.set_item("deleted", deleted)?;
+        d.set_item("deleted_bytes", r.deleted_bytes)?;
+        d.set_item("recent", r.recent)?;
+        d.set_item("recent_bytes", r.recent_bytes)?;
+        d.set_item("revived", r.revived)?;
+        d.set_item("compacted", r.compacted)?;
+        Ok(d)
+    }
+
+    /// Keep the best `k` records of each group by `metric`, delete the other unpinned ones
+    /// (only plan, in a dry run). `per`: "all", "run", "graph" or "node".
+    #[pyo3(signature = (filter, metric, mode, k, per, dry_run))]
+    #[allow(clippy::too_many_arguments)]
+    fn keep_best<'py>(
+        &self,
+        py: Python<'py>,
+        filter: FilterArgs<'_>,
+        metric: &str,
+        mode: &str,
+        k: i64,
+        per: &str,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let k = count_arg("k", k)?;
+        let f = filter.into_filter()?;
+        let mode: Mode = mode.parse().py_err()?;
+        let per: core::Per = per.parse().py_err()?;
+        let plan = py
+            .detach(|| self.inner.keep_best(&f, metric, mode, k, per, dry_run))
+            .py_err()?;
+        let d = PyDict::new(py);
+        d.set_item("dry_run", plan.dry_run)?;
+        let ids: Vec<String> = plan.delete.iter().map(|id| id.to_string()).collect();
+        d.set_item("delete", ids)?;
+        d.set_item("kept", plan.kept)?;
+        d.set_item("kept_pinned", plan.kept_pinned)?;
+        d.set_item("unranked", plan.unranked)?;
+        d.set_item("groups", plan.groups)?;
+        Ok(d)
+    }
+}

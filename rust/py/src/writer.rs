@@ -1,0 +1,106 @@
+//! `CoreWriter`: a streaming blob write into a local or S3 store.
+
+use super::*;
+
+/// A blob write in progress. `runstash.Store.writer()` wraps it in a Python file object.
+#[pyclass(frozen, module = "runstash._core", name = "CoreWriter")]
+pub(crate) struct PyWriter {
+    pub(crate) inner: Mutex<Option<core::BlobWriter>>,
+    pub(crate) store: WriterOwner,
+    pub(crate) meta: RecordMeta,
+}
+
+/// The store a writer commits into.
+pub(crate) enum WriterOwner {
+    Local(Box<core::Store>),
+    #[cfg(feature = "s3")]
+    Remote(core::remote::RemoteStore),
+}
+
+impl WriterOwner {
+    pub(crate) fn commit(
+        &self,
+        w: core::BlobWriter,
+        meta: &RecordMeta,
+    ) -> core::Result<Vec<OwnedRecord>> {
+        match self {
+            WriterOwner::Local(s) => s.commit_writer(w, std::slice::from_ref(meta)),
+            #[cfg(feature = "s3")]
+            WriterOwner::Remote(s) => s.commit_writer(w, std::slice::from_ref(meta)),
+        }
+    }
+
+    pub(crate) fn uri_prefix(&self) -> &Arc<str> {
+        match self {
+            WriterOwner::Local(s) => s.blob_uri_prefix(),
+            #[cfg(feature = "s3")]
+            WriterOwner::Remote(s) => s.blob_uri_prefix(),
+        }
+    }
+}
+
+/// A count argument (a limit, a `k`): non-negative, else `InvalidArgumentError`.
+pub(crate) fn count_arg(name: &str, n: i64) -> PyResult<usize> {
+    usize::try_from(n)
+        .map_err(|_| invalid(format!("{name} must be a non-negative integer, got {n}")))
+}
+
+pub(crate) fn closed_err() -> PyErr {
+    PyValueError::new_err("I/O operation on a closed runstash writer")
+}
+
+#[pymethods]
+impl PyWriter {
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        with_buffer(py, data, |b| {
+            let mut g = self.inner.lock();
+            let w = g.as_mut().ok_or(None)?;
+            w.write_all(b).map_err(Some)?;
+            Ok(b.len())
+        })?
+        .map_err(|e: Option<core::Error>| e.map_or_else(closed_err, to_pyerr))
+    }
+
+    #[pyo3(signature = (offset, whence = 0))]
+    fn seek(&self, offset: i64, whence: i32) -> PyResult<u64> {
+        let mut g = self.inner.lock();
+        let w = g.as_mut().ok_or_else(closed_err)?;
+        let to = match whence {
+            0 => SeekFrom::Start(
+                u64::try_from(offset)
+                    .map_err(|_| PyValueError::new_err("negative seek position"))?,
+            ),
+            1 => SeekFrom::Current(offset),
+            2 => SeekFrom::End(offset),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "invalid whence ({whence}, should be 0, 1 or 2)"
+                )));
+            }
+        };
+        w.seek(to).py_err()
+    }
+
+    fn tell(&self) -> PyResult<u64> {
+        let g = self.inner.lock();
+        Ok(g.as_ref().ok_or_else(closed_err)?.position())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.lock().is_none()
+    }
+
+    /// Hash (streamed, or re-read after seeks), publish, record, and return the artifact.
+    fn commit(&self, py: Python<'_>) -> PyResult<PyArtifact> {
+        let w = self.inner.lock().take().ok_or_else(closed_err)?;
+        let recs = py.detach(|| self.store.commit(w, &self.meta));
+        first_artifact(recs, self.store.uri_prefix())
+    }
+
+    /// Throw the bytes away; nothing is left on disk. Idempotent.
+    fn abort(&self, py: Python<'_>) {
+        let w = self.inner.lock().take();
+        py.detach(|| drop(w));
+    }
+}
