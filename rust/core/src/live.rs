@@ -173,7 +173,7 @@ impl Store {
     }
 
     /// [`tree_members`](Self::tree_members), reading packed bytes with `packed` (under the
-    /// index lock the caller passes the [`PackedReader`](crate::index::PackedReader) it holds).
+    /// index lock the caller passes the [`PackedReader`] it holds).
     pub fn tree_members_with(
         &self,
         manifest: &Digest,

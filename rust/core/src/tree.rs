@@ -14,7 +14,7 @@
 //!   UTF-8 names) before it stores a byte, so a refused directory leaves no blob behind.
 //! - Member files are blob files, never packed (a built tree hard-links them). Under the index
 //!   lock, before the record is appended, every member is still stored: one a concurrent gc
-//!   took is saved again from its source ([`Store::commit_tree`]).
+//!   took is saved again from its source (`Store::commit_tree`).
 //! - A built `<root>/trees/<hex>/` is handed out only while each of its files is its blob's
 //!   file (same inode): after a blob is quarantined (and maybe written again) the tree is
 //!   retired and built again, so it never serves bytes the store no longer vouches for.

@@ -12,9 +12,9 @@
 use std::path::Path;
 
 use super::codec::{Enc, Op, decode_op, encode_op};
+use super::load::replay;
 use super::log::{FRAME_OVERHEAD, Frame, next_frame, read_header};
 use super::mem::{Filter, MemIndex, Mode};
-use super::persist::replay;
 use super::snapshot::{decode_snapshot, encode_snapshot};
 
 /// Re-computes the CRC-32C of every frame whose length fits in `buf`, so that a mutated

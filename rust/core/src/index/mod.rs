@@ -5,12 +5,15 @@
 //! - [`codec`]: binary encoding of log operations and snapshot records.
 //! - [`log`]: framed, checksummed log segments and their recovery.
 //! - [`snapshot`]: compacted snapshots, written atomically.
-//! - [`persist`]: `SharedIndex`, which keeps memory and disk in step across processes.
+//! - [`persist`]: `SharedIndex`, which keeps memory and disk in step across processes;
+//!   `lock`: the index lock; `load`: loading and replay.
 //! - `fuzz`: entry points for fuzzing the decoders (hidden from the docs).
 
 pub mod codec;
 #[doc(hidden)]
 pub mod fuzz;
+mod load;
+mod lock;
 pub mod log;
 pub mod mem;
 pub mod persist;

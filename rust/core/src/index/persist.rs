@@ -5,11 +5,8 @@
 //! - An operation is appended only by a holder of the exclusive `index/LOCK` flock, after it
 //!   has applied every frame already in the log (so pins and deletes are checked against the
 //!   newest state, and a torn tail left by a dead writer is truncated first).
-//! - The flock is taken on a descriptor this process opened itself ([`LockFd`]): a handle
-//!   used after `fork()` opens its own (an inherited one shares the parent's flock, so both
-//!   processes would append at once), and a lock is held only while `index/LOCK` at its name
-//!   is the file locked (a removed or replaced LOCK is opened again, since other processes
-//!   lock the new one). Within a process the state mutex orders holders.
+//!   The lock itself, across `fork()` and a removed LOCK file: `lock.rs`. Within a process the
+//!   state mutex orders holders.
 //! - A query first applies frames other processes appended: one `fstat` of the current segment
 //!   when nothing changed.
 //! - Compaction, under the lock: seal the current segment (a frame naming the next one), create
@@ -18,46 +15,41 @@
 //! - A process that follows a seal (another process compacted) forgets the packed bytes that
 //!   no live record names, exactly as the compactor did: their segment may be gone, and bytes
 //!   written again must be packed (or stored) again, never "found" in a deleted segment.
-//! - The index knows which files must exist: the newest snapshot's own segment (or `log-1`
-//!   without a snapshot), every segment after it, and every segment that the snapshot says holds
-//!   live packed bytes. Opening refuses (`Corrupt`, naming the file) when one is missing; only
-//!   [`SharedIndex::create`] makes a first segment, for a new store.
+//! - Loading refuses an index whose required files are missing (`load.rs`).
 //! - Anything that deletes (gc, retention, compaction) first checks that the current segment
 //!   at its name is still the file this process has open ([`SharedIndex::check_intact`]).
 //! - In durable mode a write returns only after its frame is on disk: one `fdatasync` covers
 //!   every frame appended before it started, so concurrent writers share it (group commit).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use rustix::fs::{FlockOperation, flock};
 
 use crate::atomic::{Durability, fsync_dir};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Digest;
 
-use super::codec::{Enc, Op, blob_prefix, decode_op, encode_blob, encode_op};
-use super::log::{
-    FRAME_OVERHEAD, Frame, damaged_mid_log, header_frame, next_log_frame, parse_name, push_frame,
-    read_header, segment_name, snapshot_name,
-};
+use super::codec::{Enc, Op, blob_prefix, encode_blob, encode_op};
+use super::load::{apply, damaged, load, open_segment, replay};
+use super::lock::{FileLock, LockFd};
+use super::log::{FRAME_OVERHEAD, damaged_mid_log, parse_name, push_frame, segment_name};
 use super::mem::{BlobLoc, MemIndex};
-use super::snapshot::{load_snapshot, write_snapshot};
+use super::snapshot::write_snapshot;
 
 /// Segments grow to about this size before a write compacts them into a snapshot.
 const AUTO_COMPACT_BYTES: u64 = 64 << 20;
 
-struct State {
-    mem: MemIndex,
-    gen_: u64,
-    seg: Arc<File>,
+pub(super) struct State {
+    pub(super) mem: MemIndex,
+    pub(super) gen_: u64,
+    pub(super) seg: Arc<File>,
     /// Bytes of `seg` applied to `mem` (always at a frame boundary).
-    offset: u64,
+    pub(super) offset: u64,
     /// Appends made by this process, for group commit.
-    appended: u64,
+    pub(super) appended: u64,
 }
 
 struct SyncState {
@@ -74,66 +66,6 @@ pub struct SharedIndex {
     synced_cv: Condvar,
     /// Sealed segments opened to read packed blobs from.
     retained: Mutex<std::collections::HashMap<u64, Arc<File>>>,
-}
-
-/// Holds the index flock; released on drop.
-struct FileLock(Arc<File>);
-
-impl FileLock {
-    fn exclusive(f: Arc<File>, path: &Path) -> Result<Self> {
-        flock(&*f, FlockOperation::LockExclusive).map_err(|e| Error::io("lock", path, e.into()))?;
-        Ok(FileLock(f))
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        let _ = flock(&*self.0, FlockOperation::Unlock);
-    }
-}
-
-/// `index/LOCK` as opened by one process: which process opened it and which file it is.
-struct LockFd {
-    pid: u32,
-    file: Arc<File>,
-    id: (u64, u64),
-}
-
-impl LockFd {
-    fn open(dir: &Path) -> Result<LockFd> {
-        use std::os::unix::fs::MetadataExt;
-        let file = open_lock(dir)?;
-        let m = file.metadata().ctx("stat", &dir.join("LOCK"))?;
-        Ok(LockFd {
-            pid: std::process::id(),
-            file: Arc::new(file),
-            id: (m.dev(), m.ino()),
-        })
-    }
-
-    /// Takes the flock, on the file at `dir/LOCK` now: when that is no longer this one
-    /// (removed or replaced), opens it again, since other processes lock what is there.
-    fn acquire(&mut self, dir: &Path) -> Result<FileLock> {
-        let path = dir.join("LOCK");
-        loop {
-            let held = FileLock::exclusive(self.file.clone(), &path)?;
-            if self.at_its_name(&path)? {
-                return Ok(held);
-            }
-            drop(held);
-            *self = LockFd::open(dir)?;
-        }
-    }
-
-    /// Whether `index/LOCK` at its name is still this file (so other processes lock it too).
-    fn at_its_name(&self, path: &Path) -> Result<bool> {
-        use std::os::unix::fs::MetadataExt;
-        match std::fs::metadata(path) {
-            Ok(m) => Ok((m.dev(), m.ino()) == self.id),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("stat", path, e)),
-        }
-    }
 }
 
 /// Reads packed bytes while the index state is already held (see [`SharedIndex::locked`]).
@@ -633,334 +565,6 @@ impl SharedIndex {
     }
 }
 
-/// Applies the whole frames of `buf` from `pos` on; `buf` holds segment `gen_` from byte `base`.
-/// Stops after a seal or at the first frame that is torn, fails its checksum or does not
-/// decode. Returns the offset reached, the seal's next generation if one was met, and whether
-/// it stopped at a bad frame.
-pub(super) fn replay(
-    mem: &mut MemIndex,
-    buf: &[u8],
-    mut pos: usize,
-    base: u64,
-    gen_: u64,
-) -> (usize, Option<u64>, bool) {
-    loop {
-        match next_log_frame(buf, pos) {
-            Frame::Ok(payload, next) => match decode_op(payload) {
-                Ok(Op::Seal { next_gen }) => return (next, Some(next_gen), false),
-                Ok(Op::Blob {
-                    digest,
-                    data_off,
-                    len,
-                }) => {
-                    let payload_at = base + (next - payload.len()) as u64;
-                    let off = payload_at + data_off as u64;
-                    mem.add_packed(&digest, BlobLoc { gen_, off, len });
-                    pos = next;
-                }
-                Ok(op) => {
-                    apply(mem, &op);
-                    pos = next;
-                }
-                Err(_) => return (pos, None, true),
-            },
-            Frame::End => return (pos, None, false),
-            Frame::Bad => return (pos, None, true),
-        }
-    }
-}
-
-fn apply(mem: &mut MemIndex, op: &Op) {
-    match op {
-        Op::Put(r) => {
-            mem.insert(r);
-        }
-        Op::Pin { id, pinned } => {
-            mem.set_pinned(*id, *pinned);
-        }
-        Op::Delete { id } => {
-            mem.delete(*id);
-        }
-        Op::Seal { .. } | Op::Blob { .. } => {}
-    }
-}
-
-fn missing(dir: &Path, name: &str, what: &str) -> Error {
-    let path = dir.join(name);
-    Error::corrupt(format!(
-        "index file {name} is missing ({what}): the store will not open without it, since \
-         records would be lost silently; restore {} from a backup",
-        path.display()
-    ))
-    .with_path(&path)
-}
-
-fn open_lock(dir: &Path) -> Result<File> {
-    let lock_path = dir.join("LOCK");
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .ctx("open", &lock_path)
-}
-
-fn damaged(path: &Path, off: u64) -> Error {
-    Error::corrupt(format!(
-        "index log {} is damaged at byte {off}: a frame fails its checksum but valid frames          follow it, so this is not a torn tail and the log is not cut there; restore the          file from a backup",
-        path.display()
-    ))
-    .with_path(path)
-}
-
-/// Opens segment `gen_` and checks its header; with `create`, makes it when missing.
-/// Returns the file and the offset of its first operation.
-fn open_segment(
-    dir: &Path,
-    gen_: u64,
-    create: bool,
-    durability: Durability,
-) -> Result<(File, u64)> {
-    let path = dir.join(segment_name(gen_));
-    let open = || OpenOptions::new().read(true).write(true).open(&path);
-    let f = match open() {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            let head = header_frame(gen_);
-            // Written as a temp then renamed, so a segment never exists without its header.
-            let mut tmp = crate::atomic::AtomicFile::create_in(dir, durability, None, 0o644, "")?;
-            tmp.write_all(&head)?;
-            tmp.commit_noreplace(&path)?;
-            open().ctx("open", &path)?
-        }
-        Err(e) => return Err(Error::io("open", &path, e)),
-    };
-    let mut head = vec![0u8; 64];
-    let n = f.read_at(&mut head, 0).ctx("read", &path)?;
-    head.truncate(n);
-    let off = read_header(&head, gen_, &path)?;
-    Ok((f, off as u64))
-}
-
-/// Loads the newest snapshot and replays the segments after it. Call with the lock held.
-fn load(dir: &Path, durability: Durability) -> Result<State> {
-    let mut snaps = Vec::new();
-    let mut all_logs = std::collections::BTreeSet::new();
-    let mut logs = Vec::new();
-    for entry in std::fs::read_dir(dir).ctx("list", dir)?.flatten() {
-        match entry.file_name().to_str().and_then(parse_name) {
-            Some(("snap", g)) => snaps.push(g),
-            Some((_, g)) => {
-                logs.push(g);
-                all_logs.insert(g);
-            }
-            None => {}
-        }
-    }
-    snaps.sort_unstable();
-    logs.sort_unstable();
-    let (base, mut mem) = match snaps.last() {
-        Some(&g) => {
-            let (sg, mem) = load_snapshot(&dir.join(snapshot_name(g)))?;
-            if sg != g {
-                return Err(Error::corrupt(format!(
-                    "snapshot {} claims generation {sg}",
-                    snapshot_name(g)
-                )));
-            }
-            (g, mem)
-        }
-        None => (0, MemIndex::default()),
-    };
-    logs.retain(|&g| g >= base);
-    // Compaction writes snap-<g> before it deletes the files before <g>, so the oldest segment
-    // is always log-1 or the newest snapshot's own. A later one means that snapshot is gone:
-    // opening without it would silently drop every record it held.
-    let must_start = base.max(1);
-    if logs.first() != Some(&must_start) && (base > 0 || logs.is_empty()) {
-        return Err(missing(
-            dir,
-            &segment_name(must_start),
-            "the log segment that holds every record written after the newest snapshot",
-        ));
-    }
-    if let Some(&first) = logs.first()
-        && first > must_start
-    {
-        return Err(Error::corrupt(format!(
-            "{} is missing: {} starts after it and the segments before it are gone",
-            dir.join(snapshot_name(first)).display(),
-            segment_name(first)
-        )));
-    }
-    // Segments after the base follow one another (older ones kept for their packed bytes are
-    // before the base). A gap means files were lost, and so were the operations in them.
-    if let Some(w) = logs.windows(2).find(|w| w[1] != w[0] + 1) {
-        return Err(Error::corrupt(format!(
-            "{} is missing: {} and {} are there",
-            dir.join(segment_name(w[0] + 1)).display(),
-            segment_name(w[0]),
-            segment_name(w[1])
-        )));
-    }
-    // The snapshot points into older segments for live packed bytes: each must be there.
-    if let Some(g) = mem
-        .packed_gens()
-        .into_iter()
-        .find(|g| !all_logs.contains(g))
-    {
-        return Err(missing(
-            dir,
-            &segment_name(g),
-            "a log segment that holds the packed bytes of live records",
-        ));
-    }
-    let mut current = None;
-    for (i, &g) in logs.iter().enumerate() {
-        let last = i + 1 == logs.len();
-        let (seg, start) = open_segment(dir, g, false, durability)?;
-        let path = dir.join(segment_name(g));
-        // Mapped, not read: a segment full of packed blobs is tens of MiB, and replay only
-        // checksums the blob bytes, it never copies them. Safe because every writer (and any
-        // truncation) holds the lock that our caller holds.
-        let map = unsafe { memmap2::Mmap::map(&seg) }.ctx("map", &path)?;
-        let buf: &[u8] = &map;
-        let (pos, sealed, _) = replay(&mut mem, buf, start as usize, 0, g);
-        let len = buf.len();
-        let is_damaged = pos < len && damaged_mid_log(buf, pos);
-        drop(map);
-        if pos < len && sealed.is_none() {
-            if is_damaged {
-                return Err(damaged(&path, pos as u64));
-            }
-            // The first bad frame and all after it: a torn tail (or damage); cut it off.
-            seg.set_len(pos as u64)
-                .ctx("truncate torn tail of", &path)?;
-            if durability == Durability::Fsync {
-                seg.sync_data().ctx("fsync", &path)?;
-            }
-        }
-        if last {
-            match sealed {
-                // Sealed but its successor is missing (a compaction died): create it.
-                Some(next_gen) => {
-                    let (seg, off) = open_segment(dir, next_gen, true, durability)?;
-                    current = Some((next_gen, seg, off));
-                }
-                None => current = Some((g, seg, pos as u64)),
-            }
-        }
-    }
-    let (gen_, seg, offset) = current.ok_or_else(|| Error::corrupt("index has no log segment"))?;
-    if durability == Durability::Fsync {
-        fsync_dir(dir)?;
-    }
-    Ok(State {
-        mem,
-        gen_,
-        seg: Arc::new(seg),
-        offset,
-        appended: 0,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::hash::{Digest, HashAlgo};
-    use crate::index::record::{ArtifactId, OwnedRecord};
-
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("runstash-idx-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
-    fn put(id: u128) -> Op {
-        Op::Put(Box::new(OwnedRecord {
-            id: ArtifactId(id),
-            kind: Arc::from("k"),
-            digest: Digest::new(HashAlgo::Blake3, [7; 32]),
-            size: 3,
-            uri: None,
-            mime: None,
-            created_us: 1,
-            run_id: None,
-            graph_id: None,
-            node_id: None,
-            project_id: None,
-            labels: vec![],
-            metrics: vec![(Arc::from("m"), id as f64)],
-            pinned: false,
-        }))
-    }
-
-    fn count(ix: &SharedIndex) -> usize {
-        ix.read(|m| m.len()).unwrap()
-    }
-
-    #[test]
-    fn two_handles_see_each_other_and_survive_compaction() {
-        let d = dir("two");
-        let a = SharedIndex::create(&d, Durability::Os).unwrap();
-        let b = SharedIndex::open(&d, Durability::Os).unwrap();
-        a.append(&[put(1), put(2)], |_| Ok(())).unwrap();
-        assert_eq!(count(&b), 2);
-        b.append(&[put(3)], |_| Ok(())).unwrap();
-        a.compact().unwrap();
-        b.append(&[put(4)], |_| Ok(())).unwrap(); // b follows the seal to the new segment
-        assert_eq!(count(&a), 4);
-        a.compact().unwrap();
-        a.compact().unwrap(); // b's segment is gone twice over: b reloads from the snapshot
-        assert_eq!(count(&b), 4);
-        drop((a, b));
-        let c = SharedIndex::open(&d, Durability::Os).unwrap();
-        assert_eq!(count(&c), 4);
-        let names: Vec<String> = std::fs::read_dir(&d)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names.iter().filter(|n| n.starts_with("snap-")).count(), 1);
-    }
-
-    #[test]
-    fn torn_tail_is_truncated_and_writes_continue() {
-        let d = dir("torn");
-        let a = SharedIndex::create(&d, Durability::Os).unwrap();
-        a.append(&[put(1)], |_| Ok(())).unwrap();
-        a.append(&[put(2)], |_| Ok(())).unwrap();
-        drop(a);
-        let seg = d.join(segment_name(1));
-        let len = std::fs::metadata(&seg).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(len - 3).unwrap();
-        drop(f);
-        let a = SharedIndex::open(&d, Durability::Os).unwrap();
-        assert_eq!(count(&a), 1);
-        a.append(&[put(3)], |_| Ok(())).unwrap();
-        drop(a);
-        let a = SharedIndex::open(&d, Durability::Os).unwrap();
-        assert_eq!(
-            a.read(|m| m.iter().map(|r| r.id.0).collect::<Vec<_>>())
-                .unwrap(),
-            vec![1, 3]
-        );
-    }
-
-    #[test]
-    fn failed_check_appends_nothing() {
-        let d = dir("check");
-        let a = SharedIndex::create(&d, Durability::Fsync).unwrap();
-        let e = a
-            .append(&[put(1)], |_| Err(Error::not_found("nope")))
-            .unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
-        assert_eq!(count(&a), 0);
-        drop(a);
-        assert_eq!(count(&SharedIndex::open(&d, Durability::Os).unwrap()), 0);
-    }
-}
+#[path = "persist_tests.rs"]
+mod tests;
