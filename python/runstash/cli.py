@@ -12,20 +12,16 @@ the command quietly with 141, as SIGPIPE would.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import math
 import re
 import shutil
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -37,17 +33,26 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .cli_text import (
+    _artifact_table,
+    _emit_json,
+    _err,
+    _n,
+    _print,
+    _problem_table,
+    _show_artifact,
+    _status,
+    human_size,
+)
+from .demo import run_demo
 from .errors import InvalidArgumentError, NotFoundError, RunstashError
-from .facade import ArtifactFacade
 from .store import (
     DEFAULT_GC_GRACE,
     DEFAULT_ROOT,
     Artifact,
     GcReport,
-    IntegrityReport,
     Labels,
     Store,
-    VerifyReport,
     write_atomic,
 )
 
@@ -145,122 +150,6 @@ def _duration_text(seconds: float) -> str:
         if seconds >= n and seconds % n == 0:
             return f"{seconds / n:g}{unit}"
     return f"{seconds:g}s"
-
-
-# -- output helpers -------------------------------------------------------------------------
-
-
-def _err() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-#: Width for output to a pipe or file: tables come out whole (rich would fit them to 80).
-_PIPE_WIDTH = 1000
-
-
-def _print(*things: Any, stderr: bool = False) -> None:
-    """Print rich renderables: fitted to a terminal, else whole and without the trailing
-    blanks that pad table rows."""
-    c = Console(stderr=stderr, highlight=False)
-    if c.is_terminal:
-        c.print(*things)
-        return
-    buf = io.StringIO()
-    Console(file=buf, highlight=False, width=_PIPE_WIDTH).print(*things)
-    text = "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines())
-    (sys.stderr if stderr else sys.stdout).write(text)
-
-
-def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-
-
-def human_size(n: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _n(count: int, noun: str) -> str:
-    """``1 record``, ``2 records``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _when(created_at: str) -> str:
-    return created_at[:19].replace("T", " ")
-
-
-def _kv(d: dict[str, Any], first: str | None = None) -> str:
-    keys = sorted(d, key=lambda k: (k != first, k))
-    return ", ".join(f"{k}={d[k]:g}" if isinstance(d[k], float) else f"{k}={d[k]}" for k in keys)
-
-
-def _artifact_table(arts: Sequence[Artifact], metric: str | None = None) -> Table:
-    t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    t.add_column("id", no_wrap=True, min_width=26)
-    t.add_column("kind", no_wrap=True)
-    t.add_column("size", justify="right", no_wrap=True)
-    t.add_column("created (UTC)", no_wrap=True)
-    t.add_column("run", overflow="fold")
-    t.add_column("pin", no_wrap=True)
-    t.add_column("metrics", overflow="fold")
-    t.add_column("labels", overflow="fold")
-    for a in arts:
-        t.add_row(
-            Text(a.id),
-            Text(a.kind),
-            human_size(a.size),
-            _when(a.created_at),
-            Text(a.run_id or ""),
-            "yes" if a.pinned else "",
-            Text(_kv(a.metrics, metric)),
-            Text(_kv(a.labels)),
-        )
-    return t
-
-
-def _show_artifact(store: Store, a: Artifact, as_json: bool) -> None:
-    path = store.path_of(a)
-    if as_json:
-        _emit_json({**a.to_dict(), "path": path})
-        return
-    t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column("field", style="bold", no_wrap=True)
-    t.add_column("value")
-    rows: list[tuple[str, str]] = [
-        ("id", a.id),
-        ("kind", a.kind),
-        ("hash", a.hash),
-        ("size", f"{a.size} bytes ({human_size(a.size)})"),
-        ("mime", a.mime or ""),
-        ("created", a.created_at),
-        ("run_id", a.run_id or ""),
-        ("graph_id", a.graph_id or ""),
-        ("node_id", a.node_id or ""),
-        ("project_id", a.project_id or ""),
-        ("pinned", "yes" if a.pinned else "no"),
-        ("labels", _kv(a.labels)),
-        ("metrics", _kv(a.metrics)),
-        ("uri", a.uri),
-        ("path", path),
-    ]
-    for k, v in rows:
-        t.add_row(k, Text(v))
-    _print(t)
-
-
-@contextmanager
-def _status(message: str) -> Iterator[None]:
-    """A spinner on stderr while a walk runs, only when stderr is a terminal."""
-    err = _err()
-    if not err.is_terminal:
-        yield
-        return
-    with err.status(message):
-        yield
 
 
 # -- opening the store ----------------------------------------------------------------------
@@ -403,34 +292,6 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if bad else EXIT_OK
 
 
-def _problem_table(report: IntegrityReport, orphans_ok: bool) -> Table:
-    t = Table(box=None, pad_edge=False, header_style="bold")
-    t.add_column("problem", no_wrap=True)
-    t.add_column("blob", no_wrap=True)
-    t.add_column("detail")
-    for m in report.missing:
-        t.add_row("missing", m.hash, Text("named by " + ", ".join(m.records)))
-    for c in report.corrupt:
-        t.add_row("corrupt", c.hash, Text(c.path))
-    for path, why in report.unreadable:
-        t.add_row("unreadable", "", Text(f"{path}: {why}"))
-    for s in report.stray:
-        t.add_row("stray", "", Text(s))
-    for q in report.quarantined:
-        t.add_row("quarantined", q.hash or "", Text(f"{human_size(q.size)}, {q.path}"))
-    if not orphans_ok:
-        for o in report.orphaned[:_MAX_ORPHANS_SHOWN]:
-            t.add_row("orphaned", o.hash, Text(f"{human_size(o.size)}, {o.path}"))
-        more = len(report.orphaned) - _MAX_ORPHANS_SHOWN
-        if more > 0:
-            t.add_row("orphaned", f"... and {more} more", Text("(--json lists all)"))
-    return t
-
-
-#: Orphans are listed up to this many in text output (a pruned store may have thousands).
-_MAX_ORPHANS_SHOWN = 20
-
-
 def _gc_summary(report: GcReport, grace: float) -> str:
     verb = "would delete" if report.dry_run else "deleted"
     text = f"{verb} {_n(report.deleted_count, 'unreferenced blob')} "
@@ -534,61 +395,6 @@ def _export(args: argparse.Namespace) -> int:
     write_atomic(args.parquet, buf.getvalue())  # readers see the old file or the whole new one
     _print(Text(f"exported {df.height} artifacts to {args.parquet}"))
     return EXIT_OK
-
-
-def _demo(args: argparse.Namespace) -> int:
-    return asyncio.run(_demo_async(args))
-
-
-async def _demo_async(args: argparse.Namespace) -> int:
-    """A simulation loop through the async facade: each step stores its state (JSON, with an
-    energy metric), a frame (streamed through ``writer``) and, every 50 steps, a CSV table
-    (stage + ingest); then it asks the index for the best state and checkpoints."""
-    store = Store(args.store, durability=args.durability)
-    run_id = f"demo-{int(time.time())}"
-    arts = ArtifactFacade(store, run_id=run_id, graph_id="sim", node_id="step")
-    print(f"runstash demo: {args.steps} steps into {store.root} (durability={store.durability})")
-    written = 0
-    count = 0
-    t0 = time.perf_counter()
-    for step in range(args.steps):
-        energy = math.exp(-step / 50.0) * (1.0 + 0.3 * math.sin(step))
-        phase = {"phase": "warmup" if step < 100 else "main"}
-        async with arts.writer(
-            kind="state", planned_ext=".json", labels=phase, metrics={"energy": energy}
-        ) as w:
-            w.write(json.dumps({"step": step, "energy": energy, "t": step * 0.01}).encode())
-        async with arts.writer(kind="frame", planned_ext=".bin", labels=phase) as w:
-            for row in range(64):
-                w.write(bytes((step * 31 + row + i) % 256 for i in range(64)))
-        count += 2
-        if step % 50 == 49:
-            staged = await arts.stage(".csv")
-            with open(staged, "w", encoding="utf-8") as f:
-                f.write("step,energy\n" + f"{step},{energy}\n")
-            await arts.ingest(
-                staged, kind="checkpoint", labels=phase, metrics={"energy": energy, "step": step}
-            )
-            count += 1
-        assert arts.last_artifact is not None
-        written += arts.last_artifact.size
-    dt = time.perf_counter() - t0
-    print(f"stored {count} artifacts in {dt:.3f} s: {count / dt:,.0f} artifacts/s")
-    best = await arts.best(kind="state", metric="energy", mode="min")
-    if best is not None:
-        print(f"lowest-energy state of run {run_id}: {await arts.load_artifact(best.uri)}")
-    top = store.top_k(3, kind="checkpoint", metric="energy", mode="min", run_id=run_id)
-    for a in top:
-        print(f"  checkpoint {a.id} step={a.metrics['step']:.0f} energy={a.metrics['energy']:.4f}")
-    print(f"index: {store.count()} artifacts in the store, {store.count(run_id=run_id)} this run")
-    report = store.verify()
-    assert isinstance(report, VerifyReport)
-    print(
-        f"verify: {report.checked} blobs checked, {'all intact' if report.ok else 'PROBLEMS FOUND'}"
-    )
-    opt = "" if args.store == DEFAULT_ROOT else f" --store {args.store}"
-    print(f"look inside: runstash{opt} ls --kind checkpoint --sort energy --mode min")
-    return 0 if report.ok else 1
 
 
 # -- the parser -----------------------------------------------------------------------------
@@ -742,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("export", "write the index as a table file (one row per artifact)", _export)
     c.add_argument("--parquet", required=True, metavar="FILE", help="write Parquet here (polars)")
 
-    c = command("demo", "run a small simulation loop that stores artifacts", _demo)
+    c = command("demo", "run a small simulation loop that stores artifacts", run_demo)
     c.add_argument("--steps", type=int, default=500, help="simulation steps (default: %(default)s)")
     c.add_argument(
         "--durability",
