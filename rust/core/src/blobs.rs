@@ -30,6 +30,9 @@ use crate::hash::{Digest, HashAlgo, hash_bytes};
 use crate::input::{Links, open_regular};
 use crate::paths::{ensure_inside, normalize_ext};
 
+pub use crate::blob_writer::BlobWriter;
+use crate::blob_writer::Sink;
+
 /// Files below this size are read into memory and written in one call; larger ones are copied
 /// by the kernel while another thread hashes them.
 const KERNEL_COPY_MIN: u64 = 1 << 20;
@@ -64,9 +67,9 @@ pub struct VerifyReport {
 pub struct BlobStore {
     root: PathBuf,
     blobs: PathBuf,
-    staging: PathBuf,
-    algo: HashAlgo,
-    durability: Durability,
+    pub(crate) staging: PathBuf,
+    pub(crate) algo: HashAlgo,
+    pub(crate) durability: Durability,
 }
 
 impl BlobStore {
@@ -117,14 +120,14 @@ impl BlobStore {
 
     /// Renames a finished temp file to the blob path, creating the fan-out directory on first
     /// use. Returns whether this call created the blob.
-    fn publish(&self, f: &mut AtomicFile, d: &Digest, size: u64) -> Result<bool> {
+    pub(crate) fn publish(&self, f: &mut AtomicFile, d: &Digest, size: u64) -> Result<bool> {
         self.publish_checked(d, size, |dest| f.try_commit_noreplace(dest))
     }
 
     /// Gives `size` bytes hashing to `d` the blob name with `link` (true: this call created
     /// it). On a dedup hit the stored file is checked ([`BlobStore::existing_intact`]): if it
     /// is damaged it has been moved aside, and `link` runs again.
-    fn publish_checked(
+    pub(crate) fn publish_checked(
         &self,
         d: &Digest,
         size: u64,
@@ -155,7 +158,7 @@ impl BlobStore {
         Ok(())
     }
 
-    fn info(&self, digest: Digest, size: u64, created: bool) -> BlobInfo {
+    pub(crate) fn info(&self, digest: Digest, size: u64, created: bool) -> BlobInfo {
         BlobInfo {
             path: self.path_of(&digest),
             digest,
@@ -532,221 +535,6 @@ fn copy_by_read(src: &File, dst: &File, src_path: &Path, dst_path: &Path) -> Res
     }
 }
 
-/// A streaming blob write in progress. Dropping it without `commit` leaves nothing behind.
-///
-/// A writer made by [`BlobStore::writer_buffered`] keeps its first bytes in memory and
-/// creates its temp file only when they outgrow `spill_at`: a small artifact then costs no file
-/// at all when it is packed into the index log.
-pub struct BlobWriter {
-    store: BlobStore,
-    ext: String,
-    sink: Sink,
-    spill_at: u64,
-}
-
-enum Sink {
-    Mem { buf: Vec<u8>, pos: u64 },
-    File(AtomicFile),
-}
-
-impl BlobWriter {
-    /// Moves the bytes held in memory to a temp file, at the same position.
-    fn spill(&mut self) -> Result<&mut AtomicFile> {
-        if let Sink::Mem { buf, pos } = &self.sink {
-            let mut f = AtomicFile::create_in(
-                &self.store.staging,
-                self.store.durability,
-                Some(self.store.algo),
-                0o444,
-                &self.ext,
-            )?;
-            f.write_all(buf)?;
-            if *pos != buf.len() as u64 {
-                f.seek(std::io::SeekFrom::Start(*pos))?;
-            }
-            self.sink = Sink::File(f);
-        }
-        match &mut self.sink {
-            Sink::File(f) => Ok(f),
-            Sink::Mem { .. } => Err(Error::new(ErrorKind::Io, "writer failed to spill")),
-        }
-    }
-
-    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        if let Sink::Mem { buf, pos } = &mut self.sink {
-            let end = *pos + data.len() as u64;
-            if end <= self.spill_at {
-                let (at, end) = (*pos as usize, end as usize);
-                if buf.len() < end {
-                    buf.resize(end, 0);
-                }
-                buf[at..end].copy_from_slice(data);
-                *pos = end as u64;
-                return Ok(());
-            }
-        }
-        self.spill()?.write_all(data)
-    }
-
-    pub fn seek(&mut self, to: std::io::SeekFrom) -> Result<u64> {
-        if let Sink::Mem { buf, pos } = &mut self.sink {
-            let base = match to {
-                std::io::SeekFrom::Start(n) => Some(n),
-                std::io::SeekFrom::Current(d) => pos.checked_add_signed(d),
-                std::io::SeekFrom::End(d) => (buf.len() as u64).checked_add_signed(d),
-            };
-            let Some(p) = base else {
-                return Err(Error::invalid("seek to a negative position"));
-            };
-            if p <= self.spill_at {
-                *pos = p;
-                return Ok(p);
-            }
-        }
-        self.spill()?.seek(to)
-    }
-
-    pub fn position(&self) -> u64 {
-        match &self.sink {
-            Sink::Mem { pos, .. } => *pos,
-            Sink::File(f) => f.position(),
-        }
-    }
-
-    pub fn size(&self) -> u64 {
-        match &self.sink {
-            Sink::Mem { buf, .. } => buf.len() as u64,
-            Sink::File(f) => f.size(),
-        }
-    }
-
-    /// When at most `max` bytes were written: their digest and the bytes themselves (from
-    /// memory, or read back from the temp file, which goes when the writer is dropped).
-    pub fn take_small(&mut self, max: u64) -> Result<Option<(Digest, Vec<u8>)>> {
-        if self.size() > max {
-            return Ok(None);
-        }
-        match &mut self.sink {
-            Sink::Mem { buf, .. } => {
-                let data = std::mem::take(buf);
-                Ok(Some((hash_bytes(self.store.algo, &data), data)))
-            }
-            Sink::File(f) => {
-                let (digest, size) = f.digest()?;
-                let mut data = vec![0u8; size as usize];
-                std::os::unix::fs::FileExt::read_exact_at(f.file(), &mut data, 0)
-                    .ctx("read", f.temp_path())?;
-                Ok(Some((digest, data)))
-            }
-        }
-    }
-
-    /// Hashes (streamed, or re-read after seeks) and publishes the blob, keeping what was
-    /// written (in memory, or the temp file by a hard link) until the writer is dropped, so a
-    /// second call publishes it again if a concurrent garbage collection removed it.
-    pub fn publish_keep(&mut self) -> Result<BlobInfo> {
-        match &mut self.sink {
-            Sink::Mem { buf, .. } => self.store.put_bytes(buf),
-            Sink::File(f) => {
-                let (digest, size) = f.digest()?;
-                let created = self
-                    .store
-                    .publish_checked(&digest, size, |dest| f.link_noreplace(dest))?;
-                Ok(self.store.info(digest, size, created))
-            }
-        }
-    }
-
-    /// Hashes (streamed, or re-read after seeks) and publishes the blob.
-    pub fn commit(mut self) -> Result<BlobInfo> {
-        match &mut self.sink {
-            Sink::Mem { buf, .. } => self.store.put_bytes(buf),
-            Sink::File(f) => {
-                let (digest, size) = f.digest()?;
-                let created = self.store.publish(f, &digest, size)?;
-                Ok(self.store.info(digest, size, created))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store(name: &str) -> BlobStore {
-        let d = std::env::temp_dir().join(format!("runstash-blobs-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("staging")).unwrap();
-        std::fs::create_dir_all(d.join("blobs")).unwrap();
-        BlobStore::new(d.canonicalize().unwrap(), HashAlgo::Blake3, Durability::Os)
-    }
-
-    #[test]
-    fn dedup_and_read_only() {
-        let s = store("dedup");
-        let a = s.put_bytes(b"same").unwrap();
-        let b = s.put_bytes(b"same").unwrap();
-        assert!(a.created && !b.created);
-        assert_eq!(a.digest, b.digest);
-        let mode = std::fs::metadata(&a.path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o222, 0, "blob must be read-only");
-        assert_eq!(s.read(&a.digest, true).unwrap(), b"same");
-        assert_eq!(std::fs::read_dir(s.staging_dir()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn save_large_file_matches_put() {
-        let s = store("save");
-        let src = s.root().join("src.bin");
-        let data: Vec<u8> = (0..3_000_003u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&src, &data).unwrap();
-        let saved = s.save(&src).unwrap();
-        assert_eq!(saved.digest, hash_bytes(HashAlgo::Blake3, &data));
-        assert_eq!(std::fs::read(&saved.path).unwrap(), data);
-        assert_eq!(
-            std::fs::read(&src).unwrap(),
-            data,
-            "source must be untouched"
-        );
-        assert!(s.verify(&saved.digest).unwrap());
-    }
-
-    #[test]
-    fn ingest_only_from_staging() {
-        let s = store("ingest");
-        let staged = s.stage(".txt").unwrap();
-        std::fs::write(&staged, b"hello").unwrap();
-        let info = s.ingest(&staged).unwrap();
-        assert!(!staged.exists());
-        assert_eq!(std::fs::read(&info.path).unwrap(), b"hello");
-        let outside = s.root().join("outside.txt");
-        std::fs::write(&outside, b"x").unwrap();
-        assert_eq!(
-            s.ingest(&outside).unwrap_err().kind(),
-            ErrorKind::InvalidArgument
-        );
-        assert!(outside.exists());
-    }
-
-    #[test]
-    fn verify_all_finds_corruption() {
-        let s = store("verify");
-        let a = s.put_bytes(b"good").unwrap();
-        let b = s.put_bytes(b"bad!").unwrap();
-        std::fs::set_permissions(&b.path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::write(&b.path, b"BAD!").unwrap();
-        let r = s.verify_all().unwrap();
-        assert_eq!(r.checked, 2);
-        assert_eq!(r.corrupt, vec![b.path.clone()]);
-        assert!(s.verify(&a.digest).unwrap());
-        // The damaged file was moved aside: the name is free for a fresh copy.
-        assert_eq!(s.quarantined().unwrap().len(), 1);
-        assert_eq!(
-            s.read(&b.digest, true).unwrap_err().kind(),
-            ErrorKind::NotFound
-        );
-        assert!(s.put_bytes(b"bad!").unwrap().created);
-        assert_eq!(s.read(&b.digest, true).unwrap(), b"bad!");
-    }
-}
+#[path = "blobs_tests.rs"]
+mod tests;

@@ -14,6 +14,7 @@
 
 pub mod atomic;
 pub mod audit;
+pub mod blob_writer;
 pub mod blobs;
 pub mod damage;
 pub mod dates;
