@@ -14,9 +14,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use roaring::RoaringBitmap;
 
-use crate::error::{Error, Result};
 use crate::hash::Digest;
 
+pub use super::query::{Filter, Mode};
 use super::record::{
     ArtifactId, Interner, OptSym, OwnedRecord, OwnedValue, Record, Sym, Value, ValueKey,
     normalize_f64,
@@ -83,10 +83,10 @@ fn id_key(id: ArtifactId) -> IdKey {
 
 /// A metric order's entry: the value, then the doc. Equal values are ordered by doc, not id
 /// (16 bytes an entry instead of 32); rankings sort each run of equal values by id.
-type MetricKey = (OrdF64, u32);
+pub(super) type MetricKey = (OrdF64, u32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum PostKey {
+pub(super) enum PostKey {
     Kind(Sym),
     Run(Sym),
     Graph(Sym),
@@ -96,68 +96,22 @@ enum PostKey {
     Pinned,
 }
 
-/// Ranking direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Max,
-    Min,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Mode> {
-        match s {
-            "max" => Ok(Mode::Max),
-            "min" => Ok(Mode::Min),
-            _ => Err(Error::invalid(format!(
-                "mode must be \"max\" or \"min\", got {s:?}"
-            ))),
-        }
-    }
-}
-
-/// What a query filters on; `None` means "any". Labels match exactly and by type.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub kind: Option<String>,
-    pub run_id: Option<String>,
-    pub graph_id: Option<String>,
-    pub node_id: Option<String>,
-    pub project_id: Option<String>,
-    pub labels: Vec<(String, OwnedValue)>,
-    pub pinned: Option<bool>,
-}
-
-/// A filter resolved against the index: every listed bitmap must contain the doc.
-struct Resolved<'a> {
-    all: Vec<&'a RoaringBitmap>,
-    /// `pinned=False`: the doc must not be in this bitmap.
-    not: Option<&'a RoaringBitmap>,
-    /// Some filter value is unknown to the index: nothing can match.
-    empty: bool,
-}
-
-impl Resolved<'_> {
-    fn matches(&self, doc: u32) -> bool {
-        self.all.iter().all(|b| b.contains(doc)) && self.not.is_none_or(|b| !b.contains(doc))
-    }
-}
-
-static EMPTY: std::sync::LazyLock<RoaringBitmap> = std::sync::LazyLock::new(RoaringBitmap::new);
+pub(super) static EMPTY: std::sync::LazyLock<RoaringBitmap> =
+    std::sync::LazyLock::new(RoaringBitmap::new);
 
 #[derive(Debug, Default, Clone)]
 pub struct MemIndex {
     pub strings: Interner,
-    records: Vec<Option<Record>>,
+    pub(super) records: Vec<Option<Record>>,
     /// id -> doc. Keyed by the id's two halves: 24-byte entries instead of 32 (u128 aligns
     /// to 16), which is most of a hash map's memory.
-    by_id: FastMap<IdKey, u32>,
-    live: RoaringBitmap,
-    postings: FastMap<PostKey, RoaringBitmap>,
-    metrics: FastMap<Sym, BTreeSet<MetricKey>>,
+    pub(super) by_id: FastMap<IdKey, u32>,
+    pub(super) live: RoaringBitmap,
+    pub(super) postings: FastMap<PostKey, RoaringBitmap>,
+    pub(super) metrics: FastMap<Sym, BTreeSet<MetricKey>>,
     /// Small blobs packed into the log: digest bytes -> where their bytes are. An entry stays
     /// until a snapshot leaves out digests no live record names.
-    packed: FastMap<[u8; 32], BlobLoc>,
+    pub(super) packed: FastMap<[u8; 32], BlobLoc>,
 }
 
 /// Where a packed blob's bytes are: `len` bytes at offset `off` of log segment `gen_`.
@@ -393,7 +347,7 @@ impl MemIndex {
             .and_then(|&d| self.records[d as usize].as_ref())
     }
 
-    fn rec(&self, doc: u32) -> &Record {
+    pub(super) fn rec(&self, doc: u32) -> &Record {
         // Every doc in `live`, a posting or a metric order has a record (module invariant).
         self.records[doc as usize]
             .as_ref()
@@ -448,197 +402,6 @@ impl MemIndex {
             pinned: r.pinned,
         }
     }
-
-    // ---- queries ---------------------------------------------------------------------------
-
-    fn resolve_filter(&self, f: &Filter) -> Resolved<'_> {
-        let mut out = Resolved {
-            all: Vec::new(),
-            not: None,
-            empty: false,
-        };
-        let mut need = |key: Option<PostKey>| match key.and_then(|k| self.postings.get(&k)) {
-            Some(b) => out.all.push(b),
-            None => out.empty = true,
-        };
-        let sym = |s: &str| self.strings.lookup(s);
-        if let Some(k) = &f.kind {
-            need(sym(k).map(PostKey::Kind));
-        }
-        if let Some(x) = &f.run_id {
-            need(sym(x).map(PostKey::Run));
-        }
-        if let Some(x) = &f.graph_id {
-            need(sym(x).map(PostKey::Graph));
-        }
-        if let Some(x) = &f.node_id {
-            need(sym(x).map(PostKey::Node));
-        }
-        if let Some(x) = &f.project_id {
-            need(sym(x).map(PostKey::Project));
-        }
-        for (k, v) in &f.labels {
-            let key = sym(k).and_then(|k| {
-                let v = match v {
-                    OwnedValue::Str(s) => ValueKey::Str(sym(s)?),
-                    OwnedValue::Int(i) => ValueKey::Int(*i),
-                    OwnedValue::Float(x) => ValueKey::Float(normalize_f64(*x).to_bits()),
-                    OwnedValue::Bool(b) => ValueKey::Bool(*b),
-                };
-                Some(PostKey::Label(k, v))
-            });
-            need(key);
-        }
-        match f.pinned {
-            Some(true) => need(Some(PostKey::Pinned)),
-            Some(false) => out.not = Some(self.postings.get(&PostKey::Pinned).unwrap_or(&EMPTY)),
-            None => {}
-        }
-        out.all.sort_by_key(|b| b.len());
-        out
-    }
-
-    /// Docs matching the filter, unordered.
-    fn matching_docs<'a>(&'a self, r: &'a Resolved<'a>) -> Box<dyn Iterator<Item = u32> + 'a> {
-        if r.empty {
-            return Box::new(std::iter::empty());
-        }
-        let (first, rest) = match r.all.split_first() {
-            Some((first, rest)) => (*first, rest),
-            None => (&self.live, &[][..]),
-        };
-        Box::new(first.iter().filter(move |&d| {
-            rest.iter().all(|b| b.contains(d)) && r.not.is_none_or(|b| !b.contains(d))
-        }))
-    }
-
-    pub fn count(&self, f: &Filter) -> usize {
-        let r = self.resolve_filter(f);
-        if r.empty {
-            return 0;
-        }
-        match (r.all.as_slice(), r.not) {
-            ([], None) => self.live.len() as usize,
-            ([one], None) => one.len() as usize,
-            ([a, b], None) => a.intersection_len(b) as usize,
-            ([], Some(not)) => self.live.difference_len(not) as usize,
-            _ => self.matching_docs(&r).count(),
-        }
-    }
-
-    /// Matching records, oldest (smallest id) first.
-    pub fn list(&self, f: &Filter, limit: Option<usize>) -> Vec<&Record> {
-        let r = self.resolve_filter(f);
-        let mut out: Vec<&Record> = self.matching_docs(&r).map(|d| self.rec(d)).collect();
-        match limit {
-            Some(k) if k < out.len() => {
-                out.select_nth_unstable_by_key(k, |r| r.id);
-                out.truncate(k);
-            }
-            _ => {}
-        }
-        out.sort_unstable_by_key(|r| r.id);
-        out
-    }
-
-    /// The `k` best matching records by `metric`; records without the metric are left out.
-    ///
-    /// The planner: walking the metric order from its best end costs about
-    /// `k / selectivity` steps (each a few bitmap lookups); scanning the filtered set costs
-    /// one step per matching doc. Selectivity is estimated from the posting sizes as if the
-    /// filters were independent.
-    pub fn top_k(&self, f: &Filter, metric: &str, mode: Mode, k: usize) -> Vec<&Record> {
-        let r = self.resolve_filter(f);
-        let Some(msym) = self.strings.lookup(metric) else {
-            return Vec::new();
-        };
-        let Some(tree) = self.metrics.get(&msym) else {
-            return Vec::new();
-        };
-        if r.empty || k == 0 {
-            return Vec::new();
-        }
-        let live = self.live.len().max(1) as f64;
-        let selectivity: f64 = r.all.iter().map(|b| b.len() as f64 / live).product();
-        let scan_cost = r.all.first().map_or(live, |b| b.len() as f64);
-        let walk_cost = (k as f64 / selectivity.max(1e-12)).min(tree.len() as f64) * 2.0;
-        if walk_cost <= scan_cost {
-            self.top_k_walk(&r, tree, mode, k)
-        } else {
-            self.top_k_scan(&r, msym, mode, k)
-        }
-    }
-
-    fn top_k_walk(
-        &self,
-        r: &Resolved<'_>,
-        tree: &BTreeSet<MetricKey>,
-        mode: Mode,
-        k: usize,
-    ) -> Vec<&Record> {
-        let mut out: Vec<&Record> = Vec::with_capacity(k.min(1024));
-        // Entries of equal value arrive together; within such a run the older record must come
-        // first, so runs are collected and sorted by id before they are emitted.
-        let mut run: Vec<&Record> = Vec::new();
-        let mut run_value: Option<OrdF64> = None;
-        let mut visit = |&(v, doc): &MetricKey| -> bool {
-            if run_value != Some(v) {
-                run.sort_unstable_by_key(|r| r.id);
-                out.append(&mut run);
-                if out.len() >= k {
-                    return false;
-                }
-                run_value = Some(v);
-            }
-            if r.matches(doc) {
-                run.push(self.rec(doc));
-            }
-            true
-        };
-        match mode {
-            Mode::Max => {
-                for e in tree.iter().rev() {
-                    if !visit(e) {
-                        break;
-                    }
-                }
-            }
-            Mode::Min => {
-                for e in tree.iter() {
-                    if !visit(e) {
-                        break;
-                    }
-                }
-            }
-        }
-        run.sort_unstable_by_key(|r| r.id);
-        out.append(&mut run);
-        out.truncate(k);
-        out
-    }
-
-    fn top_k_scan(&self, r: &Resolved<'_>, msym: Sym, mode: Mode, k: usize) -> Vec<&Record> {
-        let mut hits: Vec<(f64, &Record)> = self
-            .matching_docs(r)
-            .filter_map(|d| {
-                let rec = self.rec(d);
-                rec.metric(msym).map(|v| (v, rec))
-            })
-            .collect();
-        let cmp = |a: &(f64, &Record), b: &(f64, &Record)| {
-            let by_value = match mode {
-                Mode::Max => b.0.total_cmp(&a.0),
-                Mode::Min => a.0.total_cmp(&b.0),
-            };
-            by_value.then(a.1.id.cmp(&b.1.id))
-        };
-        if k < hits.len() {
-            hits.select_nth_unstable_by(k, cmp);
-            hits.truncate(k);
-        }
-        hits.sort_unstable_by(cmp);
-        hits.into_iter().map(|(_, r)| r).collect()
-    }
 }
 
 fn post_keys(r: &Record) -> impl Iterator<Item = PostKey> + '_ {
@@ -657,118 +420,5 @@ fn post_keys(r: &Record) -> impl Iterator<Item = PostKey> + '_ {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::hash::{Digest, HashAlgo};
-    use crate::index::record::ArtifactId;
-
-    fn rec(id: u128, kind: &str, task: OwnedValue, acc: Option<f64>) -> OwnedRecord {
-        OwnedRecord {
-            id: ArtifactId(id),
-            kind: Arc::from(kind),
-            digest: Digest::new(HashAlgo::Blake3, [0; 32]),
-            size: 1,
-            uri: None,
-            mime: None,
-            created_us: 0,
-            run_id: Some(Arc::from("r1")),
-            graph_id: None,
-            node_id: None,
-            project_id: None,
-            labels: vec![(Arc::from("task"), task)],
-            metrics: acc.map(|a| (Arc::from("acc"), a)).into_iter().collect(),
-            pinned: false,
-        }
-    }
-
-    fn ids(v: Vec<&Record>) -> Vec<u128> {
-        v.into_iter().map(|r| r.id.0).collect()
-    }
-
-    fn sample() -> MemIndex {
-        let mut m = MemIndex::default();
-        let s = |x: &str| OwnedValue::Str(Arc::from(x));
-        // Inserted out of id order on purpose: ties must still go to the smaller id.
-        m.insert(&rec(5, "model", s("a"), Some(0.9)));
-        m.insert(&rec(2, "model", s("a"), Some(0.9)));
-        m.insert(&rec(3, "model", s("b"), Some(0.5)));
-        m.insert(&rec(4, "image", s("a"), None));
-        m.insert(&rec(1, "model", OwnedValue::Int(1), Some(-0.0)));
-        m
-    }
-
-    #[test]
-    fn ranking_ties_and_missing_metrics() {
-        let m = sample();
-        let all = Filter::default();
-        assert_eq!(ids(m.top_k(&all, "acc", Mode::Max, 10)), vec![2, 5, 3, 1]);
-        assert_eq!(ids(m.top_k(&all, "acc", Mode::Min, 10)), vec![1, 3, 2, 5]);
-        assert_eq!(ids(m.top_k(&all, "acc", Mode::Max, 1)), vec![2]);
-        assert_eq!(ids(m.top_k(&all, "nope", Mode::Max, 1)), Vec::<u128>::new());
-        // Both planner paths give the same answer.
-        let r = m.resolve_filter(&all);
-        let tree = &m.metrics[&m.strings.lookup("acc").unwrap()];
-        let msym = m.strings.lookup("acc").unwrap();
-        for mode in [Mode::Max, Mode::Min] {
-            for k in 0..6 {
-                assert_eq!(
-                    ids(m.top_k_walk(&r, tree, mode, k)),
-                    ids(m.top_k_scan(&r, msym, mode, k)),
-                    "{mode:?} k={k}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn filters_are_exact_and_typed() {
-        let mut m = sample();
-        let f = |kind: Option<&str>, task: Option<OwnedValue>| Filter {
-            kind: kind.map(String::from),
-            labels: task.map(|t| ("task".to_string(), t)).into_iter().collect(),
-            ..Filter::default()
-        };
-        let s = |x: &str| OwnedValue::Str(Arc::from(x));
-        assert_eq!(m.count(&f(Some("model"), Some(s("a")))), 2);
-        assert_eq!(m.count(&f(None, Some(OwnedValue::Int(1)))), 1);
-        assert_eq!(m.count(&f(None, Some(OwnedValue::Float(1.0)))), 0);
-        assert_eq!(m.count(&f(None, Some(OwnedValue::Bool(true)))), 0);
-        assert_eq!(m.count(&f(Some("unknown"), None)), 0);
-        assert_eq!(ids(m.list(&f(None, Some(s("a"))), None)), vec![2, 4, 5]);
-        assert_eq!(ids(m.list(&Filter::default(), Some(2))), vec![1, 2]);
-        assert!(m.set_pinned(ArtifactId(3), true));
-        let pinned = |p| Filter {
-            pinned: Some(p),
-            ..Filter::default()
-        };
-        assert_eq!(ids(m.list(&pinned(true), None)), vec![3]);
-        assert_eq!(m.count(&pinned(false)), 4);
-        assert!(m.delete(ArtifactId(2)));
-        assert!(!m.delete(ArtifactId(2)));
-        assert_eq!(
-            ids(m.top_k(&Filter::default(), "acc", Mode::Max, 1)),
-            vec![5]
-        );
-        assert_eq!(m.count(&Filter::default()), 4);
-        assert!(
-            !m.insert(&rec(5, "model", s("a"), Some(0.1))),
-            "ids are unique"
-        );
-    }
-
-    #[test]
-    fn bulk_build_matches_inserts() {
-        let m = sample();
-        let recs: Vec<Record> = m.iter().cloned().collect();
-        let b = MemIndex::from_records(m.strings.clone(), recs);
-        for mode in [Mode::Max, Mode::Min] {
-            assert_eq!(
-                ids(b.top_k(&Filter::default(), "acc", mode, 10)),
-                ids(m.top_k(&Filter::default(), "acc", mode, 10))
-            );
-        }
-        assert_eq!(b.len(), m.len());
-    }
-}
+#[path = "mem_tests.rs"]
+mod tests;

@@ -1,7 +1,7 @@
 //! The artifact index: records in memory, ranked by metric, persisted as a log plus snapshots.
 //!
 //! - [`record`]: records, ids, label values, the string interner.
-//! - [`mem`]: `MemIndex`, postings, metric orders and the query planner.
+//! - [`mem`]: `MemIndex`, postings and metric orders; `query`: filters, counts and rankings.
 //! - [`codec`]: binary encoding of log operations and snapshot records.
 //! - [`log`]: framed, checksummed log segments and their recovery.
 //! - [`snapshot`]: compacted snapshots, written atomically.
@@ -17,6 +17,7 @@ mod lock;
 pub mod log;
 pub mod mem;
 pub mod persist;
+mod query;
 pub mod record;
 pub mod snapshot;
 
