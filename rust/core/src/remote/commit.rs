@@ -1,0 +1,182 @@
+//! The commit pipeline: operations into the pending segment, clock values, group commit,
+//! uploading segments (and retrying stuck ones).
+
+use super::*;
+
+impl Inner {
+    /// Queues operations (and a packed blob) into the pending segment, each with a fresh
+    /// clock value. In `"fsync"` durability, returns once that segment is in the bucket; in
+    /// `"os"`, at once (the operations are applied here already), uploading when the batch
+    /// is full.
+    pub(super) fn submit(&self, blob: Option<(&Digest, &[u8])>, ops: Vec<Op>) -> Result<()> {
+        if ops.is_empty() && blob.is_none() {
+            return Ok(());
+        }
+        let durable = self.durability == Durability::Fsync;
+        let n = {
+            let mut c = self.commit.lock();
+            let hlc = self.tick();
+            if let Some((d, data)) = blob {
+                c.pending.push_blob(d, data);
+            }
+            if !durable {
+                // Visible here at once, with the keys the segment will give them.
+                let first = c.pending.ops.len() as u32;
+                let mut st = self.state.lock();
+                for (i, op) in ops.iter().enumerate() {
+                    st.ledger.apply(op, self.key(hlc, first + i as u32));
+                }
+            }
+            for op in ops {
+                c.pending.push_op(op, hlc);
+            }
+            if !durable && c.pending.ops.len() < BATCH_OPS && c.pending.len_bytes() < BATCH_BYTES {
+                return Ok(());
+            }
+            c.taken
+        };
+        let r = self.wait_for(n);
+        if durable { r } else { Ok(()) } // a failed "os" batch is kept and retried by flush
+    }
+
+    pub(super) fn key(&self, hlc: u64, idx: u32) -> Key {
+        Key {
+            hlc,
+            writer: self.writer.clone(),
+            idx,
+        }
+    }
+
+    /// A new clock value: after every value seen or made here.
+    pub(super) fn tick(&self) -> u64 {
+        let mut st = self.state.lock();
+        st.hlc = (now_ms() << 16).max(st.hlc + 1);
+        st.hlc
+    }
+
+    /// Waits until segment `n` is finished, uploading pending segments meanwhile when no one
+    /// else is (group commit: one upload carries every operation queued while the previous
+    /// one was in flight). Returns the segment's upload result.
+    pub(super) fn wait_for(&self, n: u64) -> Result<()> {
+        let mut c = self.commit.lock();
+        loop {
+            if c.finished > n {
+                return match c.failed.get(&n) {
+                    Some((kind, msg)) => Err(Error::new(*kind, msg.clone())),
+                    None => Ok(()),
+                };
+            }
+            if !c.flushing && !c.pending.is_empty() {
+                c.flushing = true;
+                let seg = std::mem::take(&mut c.pending);
+                let num = c.taken;
+                c.taken += 1;
+                drop(c);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.upload_segment(&seg, num)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Io,
+                        "internal error: segment upload panicked",
+                    ))
+                });
+                c = self.commit.lock();
+                c.flushing = false;
+                c.finished = num + 1;
+                if let Err(e) = r {
+                    c.failed.insert(num, (e.kind(), e.message().to_string()));
+                    if c.failed.len() > 4096 {
+                        c.failed.pop_first();
+                    }
+                    if self.durability == Durability::Os {
+                        c.stuck.push((num, seg));
+                    }
+                }
+                self.committed.notify_all();
+                continue;
+            }
+            self.committed.wait(&mut c);
+        }
+    }
+
+    pub(super) fn flush(&self) -> Result<()> {
+        let last = {
+            let c = self.commit.lock();
+            if !c.pending.is_empty() {
+                Some(c.taken)
+            } else {
+                c.taken.checked_sub(1)
+            }
+        };
+        if let Some(n) = last {
+            let r = self.wait_for(n);
+            if self.durability == Durability::Fsync {
+                return r;
+            }
+        }
+        // Segments that failed before: again, in order.
+        let stuck = std::mem::take(&mut self.commit.lock().stuck);
+        let mut first_err = None;
+        let mut still = Vec::new();
+        for (num, seg) in stuck {
+            match self.upload_segment(&seg, num) {
+                Ok(()) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    still.push((num, seg));
+                }
+            }
+        }
+        if !still.is_empty() {
+            let mut c = self.commit.lock();
+            still.append(&mut c.stuck);
+            c.stuck = still;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Uploads one segment (their sequence numbers start at 1) and applies it here.
+    pub(super) fn upload_segment(&self, seg: &SegmentBuf, num: u64) -> Result<()> {
+        let seq = num + 1;
+        let name = format!("log/{}/{seq:016}", self.writer);
+        let (bytes, base) = seg.encode(&self.writer, seq);
+        let bytes = Bytes::from(bytes);
+        let key = self.key_path(&name);
+        self.rt
+            .block_on(self.s3.put(&key, PutPayload::from(bytes.clone())))
+            .map_err(|e| obj_err("write index segment", key.as_ref(), e))?;
+        // Stored: from here on nothing may fail the write. Without a cached copy the packed
+        // bytes are fetched again by the next refresh that needs them.
+        let cached = if seg.packed.is_empty() {
+            None
+        } else {
+            self.cache_segment(&name, &bytes).ok()
+        };
+        let mut st = self.state.lock();
+        if cached.is_some() || seg.packed.is_empty() {
+            st.seen.insert(name);
+        }
+        if let Some(path) = cached {
+            for (d, off, len) in &seg.packed {
+                st.packed
+                    .insert(*d.bytes(), (path.clone(), (base + off) as u64, *len));
+            }
+        }
+        if self.durability == Durability::Fsync {
+            for (i, (op, hlc)) in seg.ops.iter().zip(&seg.hlcs).enumerate() {
+                st.ledger.apply(op, self.key(*hlc, i as u32));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a segment's bytes in the cache (for its packed blobs).
+    pub(super) fn cache_segment(&self, name: &str, bytes: &[u8]) -> Result<Arc<Path>> {
+        let path = self.segments_dir.join(name.replace('/', "-"));
+        if !path.is_file() {
+            crate::atomic::write_atomic(&path, bytes, Durability::Os)?;
+        }
+        Ok(Arc::from(path.as_path()))
+    }
+}
