@@ -1,6 +1,7 @@
 """runstash: an embedded, crash-safe artifact store for Python programs that produce many files."""
 
 from . import bundle, errors
+from ._core import Artifact
 from .errors import (
     AlreadyExistsError,
     CorruptError,
@@ -11,11 +12,8 @@ from .errors import (
     StoreIOError,
 )
 from .facade import ArtifactFacade
-from .store import (
-    DEFAULT_GC_GRACE,
-    DEFAULT_ROOT,
-    Artifact,
-    ArtifactWriter,
+from .functions import hash_bytes, hash_file, write_atomic
+from .reports import (
     CorruptBlob,
     GcReport,
     IntegrityReport,
@@ -23,14 +21,12 @@ from .store import (
     OrphanedBlob,
     QuarantinedBlob,
     RetentionReport,
-    S3Options,
-    Store,
     StoreStats,
     VerifyReport,
-    hash_bytes,
-    hash_file,
-    write_atomic,
 )
+from .s3 import S3Options
+from .store import DEFAULT_GC_GRACE, DEFAULT_ROOT, Store
+from .writer import ArtifactWriter
 
 __version__ = "0.1.0"
 

@@ -42,8 +42,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._core import Artifact
 from .errors import InvalidArgumentError
-from .store import DEFAULT_ROOT, Artifact, Store, write_atomic
+from .functions import write_atomic
+from .store import DEFAULT_ROOT, Store
 
 if TYPE_CHECKING:
     import polars

@@ -33,6 +33,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from ._core import Artifact
+from .args import Labels
 from .cli_text import (
     _artifact_table,
     _emit_json,
@@ -46,15 +48,9 @@ from .cli_text import (
 )
 from .demo import run_demo
 from .errors import InvalidArgumentError, NotFoundError, RunstashError
-from .store import (
-    DEFAULT_GC_GRACE,
-    DEFAULT_ROOT,
-    Artifact,
-    GcReport,
-    Labels,
-    Store,
-    write_atomic,
-)
+from .functions import write_atomic
+from .reports import GcReport
+from .store import DEFAULT_GC_GRACE, DEFAULT_ROOT, Store
 
 __all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "build_parser", "main"]
 

@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .store import Artifact, IntegrityReport, Store
+from ._core import Artifact
+from .reports import IntegrityReport
+from .store import Store
 
 __all__ = ["human_size"]
 

@@ -9,7 +9,8 @@ import math
 import time
 
 from .facade import ArtifactFacade
-from .store import DEFAULT_ROOT, Store, VerifyReport
+from .reports import VerifyReport
+from .store import DEFAULT_ROOT, Store
 
 __all__ = ["run_demo"]
 

@@ -44,8 +44,9 @@ from typing import Any, Literal, TypeVar
 
 from . import loaders
 from ._core import Artifact
+from .args import Labels, Metrics, _meta, check_limit
 from .errors import InvalidArgumentError, NotFoundError
-from .store import Labels, Metrics, Store, _meta, check_limit
+from .store import Store
 from .writer import ArtifactWriter
 
 __all__ = ["ArtifactFacade", "Scope", "TREE_MIME"]

@@ -234,3 +234,16 @@ def _gc_report(d: dict[str, Any]) -> GcReport:
         revived=d["revived"],
         compacted=d["compacted"],
     )
+
+
+def _integrity_report(d: dict[str, Any]) -> IntegrityReport:
+    return IntegrityReport(
+        checked=d["checked"],
+        checked_bytes=d["checked_bytes"],
+        missing=tuple(MissingBlob(h, tuple(ids)) for h, ids in d["missing"]),
+        corrupt=tuple(CorruptBlob(h, p) for h, p in d["corrupt"]),
+        orphaned=tuple(OrphanedBlob(h, p, n) for h, p, n in d["orphaned"]),
+        stray=tuple(d["stray"]),
+        unreadable=tuple((p, why) for p, why in d["unreadable"]),
+        quarantined=tuple(QuarantinedBlob(h, p, n) for h, p, n in d.get("quarantined", ())),
+    )

@@ -7,53 +7,48 @@ power cut once the call returns.
 
 from __future__ import annotations
 
-import math
 import os
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import _core
 from ._core import Artifact
+from .args import (
+    BlobRef,
+    Grace,
+    Labels,
+    Metrics,
+    PathArg,
+    Per,
+    VerifyProgress,
+    _filter,
+    _grace_seconds,
+    _id,
+    _meta,
+    _ref,
+    check_limit,
+)
 from .errors import InvalidArgumentError, RunstashError
 from .reports import (
-    CorruptBlob,
     GcReport,
     IntegrityReport,
-    MissingBlob,
-    OrphanedBlob,
-    QuarantinedBlob,
     RetentionReport,
     StoreStats,
     VerifyReport,
     _gc_report,
+    _integrity_report,
 )
+from .s3 import S3Options, _open_remote
 from .writer import ArtifactWriter
 
 if TYPE_CHECKING:
     import polars
     import pyarrow
 
-__all__ = [
-    "DEFAULT_GC_GRACE",
-    "DEFAULT_ROOT",
-    "Artifact",
-    "ArtifactWriter",
-    "CorruptBlob",
-    "GcReport",
-    "IntegrityReport",
-    "MissingBlob",
-    "OrphanedBlob",
-    "QuarantinedBlob",
-    "RetentionReport",
-    "Store",
-    "S3Options",
-    "StoreStats",
-    "VerifyReport",
-]
+__all__ = ["DEFAULT_GC_GRACE", "DEFAULT_ROOT", "Store"]
 
 #: Where the embedded default store lives, relative to the working directory.
 DEFAULT_ROOT = ".runstash"
@@ -62,150 +57,6 @@ DEFAULT_ROOT = ".runstash"
 #: its name. A writer stores its blob first and appends its record after, so a fresh blob
 #: without a record is most likely a write in progress, not garbage.
 DEFAULT_GC_GRACE = timedelta(minutes=15)
-
-PathArg = str | os.PathLike[str]
-Grace = float | int | timedelta
-Per = Literal["run", "graph", "node"]
-#: ``progress(done, total, bytes_done, total_bytes)`` of :meth:`Store.verify_report`.
-VerifyProgress = Callable[[int, int, int, int], object]
-BlobRef = str | Artifact
-LabelValue = str | int | float | bool
-Labels = dict[str, LabelValue]
-Metrics = dict[str, float]
-
-
-@dataclass(frozen=True)
-class S3Options:
-    """How :class:`Store` reaches an S3 bucket (``Store("s3://bucket/prefix", s3=...)``).
-
-    Every field is optional: ``None`` takes the usual ``AWS_*`` environment variables
-    (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-    ``AWS_SESSION_TOKEN``, ``AWS_ALLOW_HTTP``), then AWS's defaults.
-    """
-
-    #: The S3 endpoint, e.g. ``"http://127.0.0.1:8333"`` for a local SeaweedFS.
-    endpoint: str | None = None
-    region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    #: Allow a plain ``http://`` endpoint (default: allowed when the endpoint says http://).
-    allow_http: bool | None = None
-    #: Virtual-hosted-style requests (``bucket.host``) instead of path-style (``host/bucket``).
-    virtual_hosted: bool = False
-    #: The local cache of fetched blobs and index segments. Default:
-    #: ``$XDG_CACHE_HOME/runstash/s3/<bucket>/<prefix>`` (``~/.cache/...``).
-    cache_dir: PathArg | None = None
-    #: Queries re-read the bucket's index when their view is older than this (seconds);
-    #: :meth:`Store.refresh` does it at once.
-    max_staleness: float = 1.0
-    #: Retries of a failed request, and the time limit of one request (seconds).
-    max_retries: int = 3
-    request_timeout: float = 30.0
-
-
-def _default_cache_dir(url: str) -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    rest = url.removeprefix("s3://").strip("/")
-    return os.path.join(base, "runstash", "s3", *[p for p in rest.split("/") if p])
-
-
-def _open_remote(
-    url: str, s3: S3Options | None, hash: str | None, durability: str, pack_max: int
-) -> Any:
-    o = s3 or S3Options()
-    cache = os.fspath(o.cache_dir) if o.cache_dir is not None else _default_cache_dir(url)
-    return _core.RemoteStore(
-        url,
-        cache,
-        hash,
-        durability,
-        pack_max,
-        o.endpoint,
-        o.region,
-        o.access_key_id,
-        o.secret_access_key,
-        o.session_token,
-        o.allow_http,
-        o.virtual_hosted,
-        o.max_staleness,
-        o.max_retries,
-        o.request_timeout,
-    )
-
-
-def _ref(r: BlobRef) -> str:
-    if isinstance(r, Artifact):
-        return r.hash
-    if isinstance(r, str):
-        return r
-    raise TypeError(f"expected a digest string, a blob URI or an Artifact, not {type(r).__name__}")
-
-
-def _id(a: str | Artifact) -> str:
-    if isinstance(a, Artifact):
-        return a.id
-    if isinstance(a, str):
-        return a
-    raise TypeError(f"expected an artifact id or an Artifact, not {type(a).__name__}")
-
-
-def _meta(
-    kind: str,
-    labels: Labels | None,
-    metrics: Metrics | None,
-    run_id: str | None,
-    graph_id: str | None,
-    node_id: str | None,
-    project_id: str | None,
-    pin: bool,
-    mime: str | None,
-) -> tuple[Any, ...]:
-    if not isinstance(kind, str):
-        raise TypeError(f"kind must be a str, not {type(kind).__name__}")
-    if labels is not None and not isinstance(labels, dict):
-        labels = dict(labels)
-    if metrics is not None and not isinstance(metrics, dict):
-        metrics = dict(metrics)
-    return (kind, labels, metrics, run_id, graph_id, node_id, project_id, bool(pin), mime)
-
-
-def check_limit(limit: int | None) -> int | None:
-    """A ``limit=`` argument: ``None`` (no limit) or a non-negative int.
-
-    :param limit: the value the caller passed.
-    :raises InvalidArgumentError: for a negative number or a non-integer."""
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise InvalidArgumentError(f"limit must be None or a non-negative int, got {limit!r}")
-    return limit
-
-
-def _filter(
-    kind: str | None,
-    labels: Labels | None,
-    run_id: str | None,
-    graph_id: str | None,
-    node_id: str | None,
-    project_id: str | None,
-    pinned: bool | None,
-) -> tuple[Any, ...]:
-    if labels is not None and not isinstance(labels, dict):
-        labels = dict(labels)
-    return (kind, labels, run_id, graph_id, node_id, project_id, pinned)
-
-
-def _grace_seconds(grace: Grace) -> float:
-    if isinstance(grace, timedelta):
-        secs = grace.total_seconds()
-    elif isinstance(grace, int | float) and not isinstance(grace, bool):
-        secs = float(grace)
-    else:
-        raise TypeError(f"grace must be seconds or a timedelta, not {type(grace).__name__}")
-    if not math.isfinite(secs) or secs < 0:
-        raise InvalidArgumentError(f"grace must be a non-negative duration, got {grace!r}")
-    return secs
 
 
 class _ClosedCore:
@@ -608,27 +459,9 @@ class Store:
         ``labels`` as a struct column with one field per label key (typed by its values; a key
         whose values mix types becomes a string field), and one Float64 column per metric
         name, ``metrics.<name>``, null where absent."""
-        import pyarrow as pa
+        from .export import arrow_table
 
-        c = self._core.columns()
-        cols: dict[str, pa.Array] = {
-            "id": pa.array(c["id"], pa.string()),
-            "kind": pa.array(c["kind"], pa.string()),
-            "uri": pa.array(c["uri"], pa.string()),
-            "hash": pa.array(c["hash"], pa.string()),
-            "size": pa.array(c["size"], pa.uint64()),
-            "mime": pa.array(c["mime"], pa.string()),
-            "created_at": pa.array(c["created_us"], pa.timestamp("us", tz="UTC")),
-            "run_id": pa.array(c["run_id"], pa.string()),
-            "graph_id": pa.array(c["graph_id"], pa.string()),
-            "node_id": pa.array(c["node_id"], pa.string()),
-            "project_id": pa.array(c["project_id"], pa.string()),
-            "pinned": pa.array(c["pinned"], pa.bool_()),
-            "labels": _labels_column(c["labels"]),
-        }
-        for name, values in c["metrics"].items():
-            cols[f"metrics.{name}"] = pa.array(values, pa.float64())
-        return pa.table(cols)
+        return arrow_table(self._core.columns())
 
     def to_polars(self) -> polars.DataFrame:
         """:meth:`to_arrow` as a polars DataFrame (labels become a list of key/value structs)."""
@@ -691,17 +524,7 @@ class Store:
         after the last blob (the GIL is released in between); an exception it raises stops
         the check and propagates."""
         self._local_only("verify_report()")
-        d = self._core.verify_report(progress)
-        return IntegrityReport(
-            checked=d["checked"],
-            checked_bytes=d["checked_bytes"],
-            missing=tuple(MissingBlob(h, tuple(ids)) for h, ids in d["missing"]),
-            corrupt=tuple(CorruptBlob(h, p) for h, p in d["corrupt"]),
-            orphaned=tuple(OrphanedBlob(h, p, n) for h, p, n in d["orphaned"]),
-            stray=tuple(d["stray"]),
-            unreadable=tuple((p, why) for p, why in d["unreadable"]),
-            quarantined=tuple(QuarantinedBlob(h, p, n) for h, p, n in d.get("quarantined", ())),
-        )
+        return _integrity_report(self._core.verify_report(progress))
 
     def gc(self, *, dry_run: bool = True, grace: Grace = DEFAULT_GC_GRACE) -> GcReport:
         """Delete blob files that no live record names (garbage collection).
@@ -763,52 +586,3 @@ class Store:
             groups=plan["groups"],
             gc=_gc_report(gc),
         )
-
-
-def _label_text(v: LabelValue) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
-def _labels_column(rows: list[Labels]) -> Any:
-    """Labels as an Arrow struct column: a field per key, typed when the key's values agree."""
-    import pyarrow as pa
-
-    types: dict[str, set[type]] = {}
-    for d in rows:
-        for k, v in d.items():
-            types.setdefault(k, set()).add(type(v))
-    if not types:
-        return pa.array([[] for _ in rows], pa.map_(pa.string(), pa.string()))
-    arrow_type = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
-    fields = []
-    mixed = set()
-    for k in sorted(types):
-        ts = types[k]
-        if len(ts) == 1:
-            fields.append(pa.field(k, arrow_type[next(iter(ts))]))
-        else:
-            fields.append(pa.field(k, pa.string()))
-            mixed.add(k)
-    if mixed:
-        rows = [{k: _label_text(v) if k in mixed else v for k, v in d.items()} for d in rows]
-    return pa.array(rows, pa.struct(fields))
-
-
-def hash_bytes(data: bytes | bytearray | memoryview, algo: str = "blake3") -> str:
-    """The ``"<algo>:<hex>"`` digest of a buffer (GIL released; large inputs use all cores)."""
-    return _core.hash_bytes(data, algo)
-
-
-def hash_file(path: PathArg, algo: str = "blake3") -> str:
-    """The ``"<algo>:<hex>"`` digest of a file (memory-mapped, all cores for large files)."""
-    return _core.hash_file(path, algo)
-
-
-def write_atomic(
-    path: PathArg, data: bytes | bytearray | memoryview, durability: str = "fsync"
-) -> None:
-    """Replace the file at ``path`` atomically: readers see the old or the new bytes, never a
-    mix. With ``durability="fsync"`` the file and its directory are fsynced."""
-    _core.write_atomic(path, data, durability)
