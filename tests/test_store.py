@@ -341,3 +341,25 @@ def test_odd_escapes_in_a_uri_are_refused_not_a_panic(store: runstash.Store) -> 
             store.read_bytes(uri)
         with pytest.raises(runstash.InvalidArgumentError):
             store.exists(uri)
+
+
+def test_ingest_dir_and_dir_of_on_the_sync_store(store: runstash.Store) -> None:
+    d = Path(store.stage_dir("_run"))
+    (d / "sub").mkdir()
+    (d / "a.txt").write_bytes(b"alpha")
+    (d / "sub" / "b.bin").write_bytes(b"\x00" * 70_000)
+    art = store.ingest_dir(d, kind="report", labels={"k": "v"}, run_id="r1")
+    assert not d.exists(), "a staged directory is removed once stored"
+    assert art.mime == runstash.TREE_MIME and art.kind == "report" and art.run_id == "r1"
+    tree = Path(store.dir_of(art))
+    assert (tree / "a.txt").read_bytes() == b"alpha"
+    assert (tree / "sub" / "b.bin").read_bytes() == b"\x00" * 70_000
+    assert Path(store.dir_of(art.uri)) == tree
+    outside = d.parent.parent.parent / "outside-dir"
+    outside.mkdir()
+    (outside / "c.txt").write_bytes(b"c")
+    again = store.ingest_dir(outside, kind="report")
+    assert outside.is_dir(), "a directory outside staging/ is never removed"
+    assert (Path(store.dir_of(again)) / "c.txt").read_bytes() == b"c"
+    with pytest.raises(runstash.InvalidArgumentError, match="not a directory"):
+        store.ingest_dir(outside / "c.txt")

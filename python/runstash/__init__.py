@@ -25,7 +25,7 @@ from .reports import (
     VerifyReport,
 )
 from .s3 import S3Options
-from .store import DEFAULT_GC_GRACE, DEFAULT_ROOT, Store
+from .store import DEFAULT_GC_GRACE, DEFAULT_ROOT, TREE_MIME, Store
 from .writer import ArtifactWriter
 
 __version__ = "0.1.0"
@@ -53,6 +53,7 @@ __all__ = [
     "Store",
     "StoreIOError",
     "StoreStats",
+    "TREE_MIME",
     "VerifyReport",
     "bundle",
     "errors",

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
 FORMAT_VERSION: int
+TREE_MIME: str
 
 def hash_bytes(data: Buffer, algo: str = "blake3") -> str: ...
 def hash_file(path: str | PathLike[str], algo: str = "blake3") -> str: ...

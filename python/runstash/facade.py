@@ -46,15 +46,13 @@ from . import loaders
 from ._core import Artifact
 from .args import Labels, Metrics, _meta, check_limit
 from .errors import InvalidArgumentError, NotFoundError
-from .store import Store
+from .store import TREE_MIME, Store
 from .writer import ArtifactWriter
 
 __all__ = ["ArtifactFacade", "Scope", "TREE_MIME"]
 
 Scope = Literal["node", "graph", "run", "project", "all"]
 _SCOPES = ("node", "graph", "run", "project", "all")
-#: The mime type of a directory artifact's manifest.
-TREE_MIME = "application/vnd.runstash.tree+json"
 _SCOPE_KEYS = ("run_id", "graph_id", "node_id", "project_id")
 
 T = TypeVar("T")
@@ -205,7 +203,7 @@ class ArtifactFacade:
 
     async def stage_dir(self, suffix: str = "") -> str:
         """An empty directory in the staging area, for :meth:`ingest_dir`."""
-        return await self._run(self.store._core.stage_dir, suffix)
+        return await self._run(self.store.stage_dir, suffix)
 
     async def ingest(
         self,
@@ -220,6 +218,7 @@ class ArtifactFacade:
         """Move a staged file into the store (a rename, no copy) and index it."""
         name = _check_suggested_uri(suggested_uri) or os.path.basename(os.fspath(staged_path))
         meta = self._write_meta(kind, labels, metrics, pin, name)
+        self.store._local_only("ingest()")
         art = await self._run(self.store._core.ingest, staged_path, meta)
         self.last_artifact = self._remember(art)
         return art
@@ -313,6 +312,7 @@ class ArtifactFacade:
 
     def _ingest_dir_sync(self, staged_dir: str, meta: tuple[Any, ...], cleanup: bool) -> Artifact:
         # The walk, its checks, the manifest and the commit are the core's (runstash_core::tree).
+        self.store._local_only("ingest_dir()")
         return self.store._core.ingest_dir(staged_dir, meta, cleanup)
 
     # -- loading --------------------------------------------------------------------------
@@ -346,8 +346,7 @@ class ArtifactFacade:
         return None
 
     def _materialize_tree(self, uri: str) -> str:
-        # Built (and rebuilt when stale) by the core: runstash_core::tree.
-        return self.store._core.tree_dir(uri)
+        return self.store.dir_of(uri)
 
     # -- index queries (inline on a local store: answered from memory) -------------------
 

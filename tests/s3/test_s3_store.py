@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -294,9 +295,21 @@ def test_bad_settings_and_local_only_calls(seaweed: Seaweed, bucket: str, tmp_pa
         )
     s = open_store(seaweed, bucket, tmp_path / "s")
     assert s.is_remote and s.root == f"s3://{bucket}/runs"
-    for call in (s.stats, s.gc, s.verify_report, lambda: s.stage(".txt")):
+    local_only = (s.stats, s.gc, s.verify_report, lambda: s.stage(".txt"), s.stage_dir)
+    local_only += (lambda: s.ingest_dir(tmp_path), lambda: s.dir_of("blake3:" + "0" * 64))
+    for call in local_only:
         with pytest.raises(runstash.InvalidArgumentError, match="S3 store"):
             call()
+    # The facade's file calls say the same (before: AttributeError from the engine handle).
+    fac = runstash.ArtifactFacade(s, run_id="r")
+    (tmp_path / "staged.txt").write_bytes(b"x")
+    for coro in (
+        lambda: fac.stage_dir(),
+        lambda: fac.ingest(str(tmp_path / "staged.txt"), kind="k"),
+        lambda: fac.ingest_dir(str(tmp_path), kind="dir", cleanup=False),
+    ):
+        with pytest.raises(runstash.InvalidArgumentError, match="S3 store"):
+            asyncio.run(coro())
     with pytest.raises(runstash.IncompatibleStoreError):
         runstash.Store(f"s3://{bucket}/runs", hash="sha256", s3=options(seaweed, tmp_path / "z"))
     with pytest.raises(runstash.InvalidArgumentError, match="not allowed"):

@@ -49,5 +49,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     #[cfg(feature = "s3")]
     m.add_class::<remote::PyRemoteStore>()?;
     m.add("FORMAT_VERSION", core::FORMAT_VERSION)?;
+    m.add("TREE_MIME", core::TREE_MIME)?;
     Ok(())
 }
