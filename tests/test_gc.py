@@ -362,3 +362,30 @@ def test_packed_blobs_are_live_verified_and_never_gc_files(tmp_path: Path) -> No
     s.gc(dry_run=False, grace=0)
     segments = sorted(Path(s.root, "index").glob("log-*"))
     assert len(segments) == 1 and b"packed and live" not in segments[0].read_bytes()
+
+
+def test_gc_removes_the_built_trees_of_deleted_directory_artifacts(tmp_path: Path) -> None:
+    # Before: trees/<hash>/ stayed forever, and its hard links kept every deleted file's
+    # bytes on disk after gc had "deleted" them.
+    store = runstash.Store(tmp_path / "s", durability="os", pack_max=0)
+    trees = []
+    for name in ("gone", "kept"):
+        d = Path(store.stage_dir())
+        (d / f"{name}.bin").write_bytes(name.encode() * 1000)
+        art = store.ingest_dir(d, kind="dir")
+        trees.append((art, Path(store.dir_of(art))))
+    (gone, gone_tree), (kept, kept_tree) = trees
+    store.delete(gone.id)
+    preview = store.gc(dry_run=True, grace=0)
+    assert preview.trees_removed == 1 and gone_tree.is_dir()
+    report = store.gc(dry_run=False, grace=0)
+    assert report.trees_removed == 1 and report.to_dict()["trees_removed"] == 1
+    assert not gone_tree.exists()
+    assert (kept_tree / "kept.bin").read_bytes() == b"kept" * 1000
+    assert Path(store.dir_of(kept)) == kept_tree
+    assert store.gc(dry_run=False, grace=0).trees_removed == 0
+    # Nothing else under trees/ is touched.
+    stray = Path(store.root, "trees", "not-a-tree")
+    stray.mkdir()
+    store.gc(dry_run=False, grace=0)
+    assert stray.is_dir()

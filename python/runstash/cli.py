@@ -295,6 +295,9 @@ def _gc_summary(report: GcReport, grace: float) -> str:
     if grace > 0:
         text += f"kept {report.recent} younger than {_duration_text(grace)} "
         text += f"({human_size(report.recent_bytes)}); "
+    if report.trees_removed:
+        gone = "would remove" if report.dry_run else "removed"
+        text += f"{gone} {_n(report.trees_removed, 'built tree')} of deleted directories; "
     return text + f"{report.scanned} blob files scanned"
 
 

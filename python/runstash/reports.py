@@ -102,6 +102,9 @@ class GcReport:
     revived: int
     #: Whether the index was compacted first (only when something was deleted).
     compacted: bool
+    #: Built trees (``<root>/trees/<hash>/``, see :meth:`Store.dir_of`) of directory
+    #: artifacts no longer live, removed (would be): their links kept deleted bytes on disk.
+    trees_removed: int = 0
 
     @property
     def deleted_count(self) -> int:
@@ -233,6 +236,7 @@ def _gc_report(d: dict[str, Any]) -> GcReport:
         recent_bytes=d["recent_bytes"],
         revived=d["revived"],
         compacted=d["compacted"],
+        trees_removed=d.get("trees_removed", 0),
     )
 
 

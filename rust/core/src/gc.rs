@@ -53,6 +53,8 @@ pub struct GcReport {
     pub revived: u64,
     /// Whether the index was compacted first.
     pub compacted: bool,
+    /// Built trees (`trees/<hex>/`) of directory artifacts no longer live, removed (would be).
+    pub trees_removed: u64,
 }
 
 impl Store {
@@ -78,6 +80,7 @@ impl Store {
         // An index or STORE.json removed or replaced under this handle cannot say what is live.
         self.check_intact()?;
         let mut plan = self.gc_plan(grace, assume_deleted)?;
+        plan.report.trees_removed = self.gc_trees(dry_run, &plan.live_trees)?;
         // Packed bytes of deleted records go with the log segments compaction lets go.
         let dead_packed = !dry_run && self.index().read(|m| m.has_dead_packed())?;
         if dry_run || (plan.candidates.is_empty() && !dead_packed) {
@@ -125,6 +128,27 @@ impl Store {
             candidates,
             cutoff,
             cache,
+            live_trees: live.trees.iter().map(|&(_, d)| d).collect(),
+        })
+    }
+
+    /// Removes the built trees of directory artifacts that are not live (a dry run counts
+    /// them, from `live_trees`). Decided under the index lock: no record appears meanwhile, so
+    /// a tree of a live artifact is never taken from under its reader.
+    fn gc_trees(&self, dry_run: bool, live_trees: &HashSet<Digest>) -> Result<u64> {
+        if dry_run {
+            return Ok(self.stale_trees(live_trees)?.len() as u64);
+        }
+        let none = HashSet::new();
+        let mut cache = ManifestCache::new();
+        self.index().locked(|m, packed| {
+            let live = self.live_in(m, packed, &none, &mut cache, None);
+            let trees: HashSet<Digest> = live.trees.iter().map(|&(_, d)| d).collect();
+            let stale = self.stale_trees(&trees)?;
+            for t in &stale {
+                self.retire_tree(t)?;
+            }
+            Ok(stale.len() as u64)
         })
     }
 
@@ -135,6 +159,7 @@ impl Store {
             candidates,
             cutoff,
             mut cache,
+            ..
         } = plan;
         let none = HashSet::new();
         for chunk in candidates.chunks(CHUNK) {
@@ -180,6 +205,8 @@ struct GcPlan {
     candidates: Vec<(Digest, std::path::PathBuf, u64)>,
     cutoff: SystemTime,
     cache: ManifestCache,
+    /// Manifests of the live directory artifacts.
+    live_trees: HashSet<Digest>,
 }
 
 /// Without a live manifest's contents, any blob might be one of its files: delete nothing.

@@ -18,7 +18,10 @@
 //! - A built `<root>/trees/<hex>/` is handed out only while each of its files is its blob's
 //!   file (same inode): after a blob is quarantined (and maybe written again) the tree is
 //!   retired and built again, so it never serves bytes the store no longer vouches for.
+//! - A built tree is derived data: gc removes the trees of directory artifacts that are no
+//!   longer live (their hard links would keep deleted blobs' bytes on disk).
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 use crate::blobs::BlobWriter;
@@ -363,8 +366,37 @@ impl Store {
         })
     }
 
+    /// The built trees under `trees/` whose manifest is not one of `live` (their artifact was
+    /// deleted): what gc removes, since their hard links keep deleted blobs' bytes on disk.
+    pub(crate) fn stale_trees(&self, live: &HashSet<Digest>) -> Result<Vec<PathBuf>> {
+        let dir = self.root().join(TREES_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let algo = self.blobs().algo();
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.ctx("list", &dir)?;
+            let named = entry.file_name().to_str().and_then(|hex| {
+                let d: Digest = format!("{algo}:{hex}").parse().ok()?;
+                Some(d)
+            });
+            // Only directories named like a manifest digest are runstash's to remove.
+            if let Some(d) = named
+                && !live.contains(&d)
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Moves a stale tree out of `trees/` (into `staging/`) and removes it.
-    fn retire_tree(&self, dest: &Path) -> Result<()> {
+    pub(crate) fn retire_tree(&self, dest: &Path) -> Result<()> {
         let old = self.blobs().stage_dir(".stale-tree")?;
         // Moving a directory rewrites its ".." entry: it must be writable.
         let _ = set_mode(dest, 0o700);

@@ -478,6 +478,7 @@ impl PyStore {
         d.set_item("recent_bytes", r.recent_bytes)?;
         d.set_item("revived", r.revived)?;
         d.set_item("compacted", r.compacted)?;
+        d.set_item("trees_removed", r.trees_removed)?;
         Ok(d)
     }
 
