@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import io
 import json
+import math
 import os
 import stat
 import time
@@ -1068,7 +1069,10 @@ def test_1gib_save_does_not_stall_the_event_loop(tmp_path: Path) -> None:
     assert art.hash == runstash.hash_file(big)
     assert big.stat().st_size == GIB, "the source stays"
     assert len(ticks) >= 5, f"the save took {elapsed:.3f}s: too short to measure anything"
-    stalls = [t for t in ticks if t[1] >= 0.020]
+    # A stall is time the loop could have run but did not: a gap spent waiting for a CPU
+    # (the machine busy with other work, not this save holding the GIL or blocking the loop)
+    # is left out. Waiting on the GIL is sleeping, never counted as waiting for a CPU.
+    stalls = [t for t in ticks if t[1] - (0.0 if math.isnan(t[2]) else t[2]) >= 0.020]
     worst = max(ticks, key=lambda t: t[1])
     assert not stalls, (
         f"event loop stalled {worst[1] * 1000:.1f} ms during a {elapsed:.2f} s save "

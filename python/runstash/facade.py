@@ -336,13 +336,18 @@ class ArtifactFacade:
         """How to decode bytes this facade did not write: from the newest record naming them
         (this run's records first, then the whole store; a scan, so it is the slow path)."""
         digest = self.store._core.digest_of(uri)
-        for candidates in (lambda: self.store.list(run_id=self.run_id), self.store.list):
-            hits = [a for a in candidates() if a.hash == digest]
-            # Bytes that a directory artifact names are its manifest, whatever other records
-            # (newer ones too) say about the same bytes.
-            trees = [a for a in hits if a.mime == TREE_MIME]
-            if trees or hits:
-                return self._decoders.get(self._remember((trees or hits)[-1]).uri)
+        run_hits = [a for a in self.store.list(run_id=self.run_id) if a.hash == digest]
+        all_hits = [a for a in self.store.list() if a.hash == digest]
+        # Bytes that a directory artifact names (in any run) are its manifest, whatever other
+        # records (newer ones, this run's) say about the same bytes.
+        for hits in (
+            [a for a in run_hits if a.mime == TREE_MIME],
+            [a for a in all_hits if a.mime == TREE_MIME],
+            run_hits,
+            all_hits,
+        ):
+            if hits:
+                return self._decoders.get(self._remember(hits[-1]).uri)
         return None
 
     def _materialize_tree(self, uri: str) -> str:

@@ -91,3 +91,71 @@ def test_gc_refuses_a_manifest_that_parses_but_does_not_match_its_hash(tmp_path:
     with pytest.raises(CorruptError, match="manifest"):
         store.gc(dry_run=False, grace=0)
     assert a_file.is_file()
+
+
+def test_a_handle_whose_log_was_cut_under_it_refuses_to_write_on(tmp_path: Path) -> None:
+    # A damaged length field looks like a torn tail to the next opener, which cuts the log
+    # there. Before, the first handle kept appending past the new end of the file, where no
+    # replay looks: every later acknowledged write was lost.
+    from tests.index_helpers import last_log_segment, parse_frames
+
+    root = tmp_path / "store"
+    a = runstash.Store(root, durability="fsync")
+    for i in range(10):
+        a.put_bytes(b"payload %d " % i * 30, kind="w")
+    seg = last_log_segment(root)
+    frame = parse_frames(seg)[0][9]
+    with open(seg, "r+b") as f:
+        f.seek(frame.start)
+        b = f.read(1)
+        f.seek(frame.start)
+        f.write(bytes([b[0] ^ 1]))
+    runstash.Store(root, durability="os").close()  # the opener cuts the "torn tail"
+    with pytest.raises(CorruptError, match="shrank"):
+        a.put_bytes(b"after the cut", kind="after")
+    assert runstash.Store(root, durability="os").count(kind="after") == 0
+
+
+def test_a_truncated_segment_of_packed_bytes_is_damage_not_an_io_error(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    s = runstash.Store(root, durability="os")
+    a = s.put_bytes(b"p" * 500, kind="w")
+    s.compact()
+    (seg,) = [p for p in log_segments(root) if b"p" * 500 in p.read_bytes()]
+    os.truncate(seg, seg.read_bytes().find(b"p" * 500) + 10)
+    s = runstash.Store(root, durability="os")
+    with pytest.raises(CorruptError):
+        s.read_bytes(a)
+    assert s.verify(a) is False
+    report = s.verify()
+    assert not report.ok and len(report.corrupt) == 1
+
+
+def test_record_many_is_never_acknowledged_onto_damaged_packed_bytes(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    s = runstash.Store(root, durability="os")
+    payload = random.Random(2).randbytes(300)
+    a = s.put_bytes(payload, kind="w")
+    s.put_bytes(b"a later record", kind="w")
+    _flip_in_log(root, payload)
+    with pytest.raises(CorruptError, match="damaged"):
+        s.record_many(a.hash, [{"kind": "rm"}])
+    assert s.count(kind="rm") == 0
+    s.put_bytes(payload, kind="w")  # stored again: now it can be recorded
+    (r,) = s.record_many(a.hash, [{"kind": "rm"}])
+    assert s.read_bytes(r, verify=True) == payload
+
+
+def test_keep_best_refuses_before_deleting_when_gc_could_not_run(tmp_path: Path) -> None:
+    store = runstash.Store(tmp_path / "store", durability="os", pack_max=0)
+    d = Path(store.stage_dir())
+    (d / "f.txt").write_bytes(b"member " * 20)
+    tree = store.ingest_dir(d, kind="dir")
+    for acc in (0.1, 0.5, 0.9):
+        store.put_bytes(b"model %f" % acc, kind="model", metrics={"acc": acc})
+    manifest = Path(store.path_of(tree))
+    os.chmod(manifest, 0o644)
+    os.truncate(manifest, 10)
+    with pytest.raises(CorruptError, match="nothing deleted"):
+        store.keep_best(kind="model", metric="acc", mode="max", k=1, dry_run=False)
+    assert store.count(kind="model") == 3

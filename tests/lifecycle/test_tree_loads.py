@@ -87,3 +87,13 @@ def test_a_directory_artifact_loads_as_a_directory_whatever_newer_records_say(
     tree = _load(store, art.uri)
     assert tree.is_dir()
     assert (tree / "a.bin").read_bytes() == A
+
+
+def test_a_directory_artifact_of_another_run_still_loads_as_a_directory(tmp_path: Path) -> None:
+    # Before: a facade of run r2, where the same bytes were saved as JSON, found that record
+    # in its own run first and returned the manifest's JSON.
+    store = runstash.Store(tmp_path / "store", durability="os")
+    art = _tree(tmp_path, store)  # run "r"
+    store.put_bytes(store.read_bytes(art), kind="json", run_id="r2", mime="application/json")
+    got = asyncio.run(runstash.ArtifactFacade(store, run_id="r2").load_artifact(art.uri))
+    assert isinstance(got, str) and Path(got).is_dir()

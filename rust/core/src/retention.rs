@@ -126,6 +126,20 @@ impl Store {
             plan.dry_run = false;
             // A removed or replaced index cannot say which records are the best.
             self.check_intact()?;
+            // The gc that follows would refuse (a live directory's files are unknown): refuse
+            // now, before any record is deleted, rather than delete and then fail.
+            let live = self.live_now(
+                &std::collections::HashSet::new(),
+                &mut crate::live::ManifestCache::new(),
+                None,
+            )?;
+            if let Some((d, why)) = live.unreadable_trees.first() {
+                return Err(Error::corrupt(format!(
+                    "keep_best refused, nothing deleted: the manifest {d} of a live directory \
+                     artifact cannot be read ({why}), so gc could not reclaim the space; run \
+                     verify, and delete that artifact or restore the blob"
+                )));
+            }
             if self.delete_unpinned(&plan.delete)? {
                 return Ok(plan);
             }

@@ -206,6 +206,21 @@ impl Store {
         size: u64,
         metas: &[RecordMeta],
     ) -> Result<Vec<OwnedRecord>> {
+        // Records are never acknowledged onto damaged bytes: a packed copy is read back (its
+        // frame checked) unless a blob file holds the bytes too.
+        if !is_blob_file(&self.blobs.path_of(&digest)) {
+            match self.index.read_packed(&digest) {
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    return Err(Error::corrupt(format!(
+                        "the stored bytes of blob {digest} are damaged ({}); store the bytes \
+                         again (put_bytes, save) before recording them",
+                        e.message()
+                    )));
+                }
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         self.record_or_publish(
             digest,
             size,

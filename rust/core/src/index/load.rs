@@ -88,7 +88,9 @@ fn missing(dir: &Path, name: &str, what: &str) -> Error {
 
 pub(super) fn damaged(path: &Path, off: u64) -> Error {
     Error::corrupt(format!(
-        "index log {} is damaged at byte {off}: a frame fails its checksum but valid frames          follow it, so this is not a torn tail and the log is not cut there; restore the          file from a backup",
+        "index log {} is damaged at byte {off}: a frame fails its checksum but valid frames \
+         follow it, so this is not a torn tail and the log is not cut there; restore the file \
+         from a backup",
         path.display()
     ))
     .with_path(path)

@@ -369,8 +369,14 @@ impl SharedIndex {
             .checked_sub(head as u64)
             .ok_or_else(|| bad("no frame before them"))?;
         let mut frame = vec![0u8; head + len];
-        file.read_exact_at(&mut frame, start)
-            .map_err(|e| Error::io("read packed blob from", &path, e))?;
+        match file.read_exact_at(&mut frame, start) {
+            Ok(()) => {}
+            // The segment ends before the frame does: it was truncated.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(bad("the segment ends before them"));
+            }
+            Err(e) => return Err(Error::io("read packed blob from", &path, e)),
+        }
         let payload = &frame[FRAME_OVERHEAD..];
         let want_len = (prefix.len() + len) as u32;
         if frame[0..4] != want_len.to_le_bytes() || !payload.starts_with(&prefix) {
@@ -509,7 +515,18 @@ impl SharedIndex {
         loop {
             let path = self.dir.join(segment_name(st.gen_));
             let size = st.seg.metadata().ctx("stat", &path)?.len();
-            if size <= st.offset {
+            if size < st.offset {
+                // Frames this process applied (maybe appended and acknowledged) were cut away
+                // by someone else: writing on would put frames past the end, where no replay
+                // looks, and every later write would be lost. Refuse instead.
+                return Err(Error::corrupt(format!(
+                    "index log {} shrank from {} to {size} bytes while this store was open:                      records this handle knows were cut from it (damage mistaken for a torn                      tail, or the file was truncated); refusing to read or write through this                      handle; reopen the store and check it with verify",
+                    path.display(),
+                    st.offset
+                ))
+                .with_path(&path));
+            }
+            if size == st.offset {
                 return Ok(());
             }
             let mut buf = vec![0u8; (size - st.offset) as usize];
