@@ -20,6 +20,14 @@ def store(tmp_path: Path) -> runstash.Store:
 
 
 @pytest.fixture
+def fac(store: runstash.Store) -> runstash.ArtifactFacade:
+    """An AetherGraph-style facade over ``store`` with every scope id set."""
+    return runstash.ArtifactFacade(
+        store, run_id="run-1", graph_id="g1", node_id="n1", project_id="proj"
+    )
+
+
+@pytest.fixture
 def durable_store(tmp_path: Path) -> runstash.Store:
     return runstash.Store(tmp_path / "store", durability="fsync")
 
