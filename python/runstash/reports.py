@@ -105,6 +105,11 @@ class GcReport:
     #: Built trees (``<root>/trees/<hash>/``, see :meth:`Store.dir_of`) of directory
     #: artifacts no longer live, removed (would be): their links kept deleted bytes on disk.
     trees_removed: int = 0
+    #: S3 stores: unreferenced blob objects marked for deletion (by this gc or an earlier
+    #: one) that a later gc deletes once the store's safety interval (1.25 times its gc
+    #: lease, see :class:`S3Options`) has passed, and their bytes. Always 0 on a local store.
+    pending: int = 0
+    pending_bytes: int = 0
 
     @property
     def deleted_count(self) -> int:
@@ -237,6 +242,8 @@ def _gc_report(d: dict[str, Any]) -> GcReport:
         revived=d["revived"],
         compacted=d["compacted"],
         trees_removed=d.get("trees_removed", 0),
+        pending=d.get("pending", 0),
+        pending_bytes=d.get("pending_bytes", 0),
     )
 
 

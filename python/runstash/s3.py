@@ -41,6 +41,11 @@ class S3Options:
     #: Retries of a failed request, and the time limit of one request (seconds).
     max_retries: int = 3
     request_timeout: float = 30.0
+    #: The gc lease of a *new* store, in seconds (default 600; an existing store keeps the
+    #: one in its ``STORE.json``, since every process must agree on it). A writer stores a
+    #: record within this long of confirming its blob is in the bucket, and :meth:`Store.gc`
+    #: deletes a blob it found unreferenced no sooner than 1.25 times this later.
+    gc_lease: float | None = None
 
 
 def _default_cache_dir(url: str) -> str:
@@ -70,4 +75,5 @@ def _open_remote(
         o.max_staleness,
         o.max_retries,
         o.request_timeout,
+        o.gc_lease,
     )

@@ -504,7 +504,14 @@ class Store(DirectoryArtifacts):
         (returns a :class:`VerifyReport`)."""
         if ref is not None:
             return self._core.verify(_ref(ref))
-        self._local_only("verify() of every blob")
+        if self._remote:
+            r = self.verify_report()
+            return VerifyReport(
+                r.checked,
+                [c.path for c in r.corrupt],
+                list(r.stray),
+                tuple(m.hash for m in r.missing),
+            )
         checked, corrupt, stray, missing = self._core.verify_all()
         return VerifyReport(checked, corrupt, stray, tuple(missing))
 
@@ -514,7 +521,6 @@ class Store(DirectoryArtifacts):
         """Space accounting: records and their bytes, blobs after dedup, orphans, staging
         leftovers (see :class:`StoreStats`). Reads the index and one ``stat`` per blob file;
         hashes nothing."""
-        self._local_only("stats()")
         return StoreStats(**self._core.stats())
 
     def verify_report(self, progress: VerifyProgress | None = None) -> IntegrityReport:
@@ -525,7 +531,6 @@ class Store(DirectoryArtifacts):
         ``progress(done, total, bytes_done, total_bytes)`` is called at most every 0.1 s and
         after the last blob (the GIL is released in between); an exception it raises stops
         the check and propagates."""
-        self._local_only("verify_report()")
         return _integrity_report(self._core.verify_report(progress))
 
     def gc(self, *, dry_run: bool = True, grace: Grace = DEFAULT_GC_GRACE) -> GcReport:
@@ -538,8 +543,15 @@ class Store(DirectoryArtifacts):
         appended yet. Pinned and live records' blobs, and the files of live directory
         artifacts, are never deleted. Other processes may keep writing meanwhile: each
         deletion is re-checked under the index lock. The index is compacted first when
-        something is deleted."""
-        self._local_only("gc()")
+        something is deleted.
+
+        On an S3 store (writers on other machines share no lock) gc works in two phases: it
+        marks the unreferenced blob objects older than ``grace`` (:attr:`GcReport.pending`),
+        and a gc run at least 1.25 times the store's gc lease later (see
+        :class:`~runstash.S3Options`, default 10 minutes; marks are kept in the bucket, so
+        any process may run it) deletes those still unreferenced (:attr:`GcReport.deleted`).
+        Writers never rely on a marked object, so nothing a concurrent write records is
+        deleted."""
         return _gc_report(self._core.gc(bool(dry_run), _grace_seconds(grace)))
 
     def keep_best(
@@ -573,7 +585,6 @@ class Store(DirectoryArtifacts):
             raise InvalidArgumentError(f'per must be None, "run", "graph" or "node", got {per!r}')
         secs = _grace_seconds(grace)
         f = _filter(kind, labels, run_id, graph_id, node_id, project_id, None)
-        self._local_only("keep_best()")
         plan = self._core.keep_best(f, metric, mode, k, per or "all", bool(dry_run))
         if dry_run:
             gc = self._core.gc(True, secs, plan["delete"])

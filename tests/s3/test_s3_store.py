@@ -295,7 +295,7 @@ def test_bad_settings_and_local_only_calls(seaweed: Seaweed, bucket: str, tmp_pa
         )
     s = open_store(seaweed, bucket, tmp_path / "s")
     assert s.is_remote and s.root == f"s3://{bucket}/runs"
-    local_only = (s.stats, s.gc, s.verify_report, lambda: s.stage(".txt"), s.stage_dir)
+    local_only = (lambda: s.stage(".txt"), s.stage_dir)
     local_only += (lambda: s.ingest_dir(tmp_path), lambda: s.dir_of("blake3:" + "0" * 64))
     for call in local_only:
         with pytest.raises(runstash.InvalidArgumentError, match="S3 store"):

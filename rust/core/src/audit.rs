@@ -269,7 +269,7 @@ impl Store {
 }
 
 /// Entries directly in `dir`, and the bytes of everything below it (symlinks not followed).
-fn entries_and_bytes(dir: &Path) -> Result<(u64, u64)> {
+pub(crate) fn entries_and_bytes(dir: &Path) -> Result<(u64, u64)> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),

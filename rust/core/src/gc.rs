@@ -55,6 +55,11 @@ pub struct GcReport {
     pub compacted: bool,
     /// Built trees (`trees/<hex>/`) of directory artifacts no longer live, removed (would be).
     pub trees_removed: u64,
+    /// S3 stores: unreferenced blob objects marked for deletion (by this gc or an earlier
+    /// one) that a later gc deletes once the safety interval has passed, and their bytes.
+    /// Always 0 on a local store.
+    pub pending: u64,
+    pub pending_bytes: u64,
 }
 
 impl Store {

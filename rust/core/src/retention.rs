@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::index::{ArtifactId, Filter, Mode, Op};
+use crate::index::{ArtifactId, Filter, MemIndex, Mode, Op};
 use crate::store::Store;
 
 /// How a retention pass groups records.
@@ -67,6 +67,43 @@ pub struct RetentionPlan {
 /// the records planned for deletion.
 const ATTEMPTS: usize = 16;
 
+/// Plans a retention pass over one state of an index (local and S3 stores alike).
+pub fn plan_in(
+    m: &MemIndex,
+    filter: &Filter,
+    metric: &str,
+    mode: Mode,
+    k: usize,
+    per: Per,
+) -> RetentionPlan {
+    let ranked = m.top_k(filter, metric, mode, usize::MAX);
+    let mut plan = RetentionPlan {
+        dry_run: true,
+        unranked: (m.count(filter) - ranked.len()) as u64,
+        ..RetentionPlan::default()
+    };
+    let mut seen: HashMap<[Option<u32>; 3], usize> = HashMap::new();
+    for r in ranked {
+        let key = match per {
+            Per::All => [None, None, None],
+            Per::Run => [r.run_id.get(), None, None],
+            Per::Graph => [r.run_id.get(), r.graph_id.get(), None],
+            Per::Node => [r.run_id.get(), r.graph_id.get(), r.node_id.get()],
+        };
+        let n = seen.entry(key).or_insert(0);
+        *n += 1;
+        if *n <= k {
+            plan.kept += 1;
+        } else if r.pinned {
+            plan.kept_pinned += 1;
+        } else {
+            plan.delete.push(r.id);
+        }
+    }
+    plan.groups = seen.len() as u64;
+    plan
+}
+
 impl Store {
     /// Plans a retention pass from the current index (deletes nothing).
     pub fn plan_keep_best(
@@ -77,34 +114,8 @@ impl Store {
         k: usize,
         per: Per,
     ) -> Result<RetentionPlan> {
-        self.index().read(|m| {
-            let ranked = m.top_k(filter, metric, mode, usize::MAX);
-            let mut plan = RetentionPlan {
-                dry_run: true,
-                unranked: (m.count(filter) - ranked.len()) as u64,
-                ..RetentionPlan::default()
-            };
-            let mut seen: HashMap<[Option<u32>; 3], usize> = HashMap::new();
-            for r in ranked {
-                let key = match per {
-                    Per::All => [None, None, None],
-                    Per::Run => [r.run_id.get(), None, None],
-                    Per::Graph => [r.run_id.get(), r.graph_id.get(), None],
-                    Per::Node => [r.run_id.get(), r.graph_id.get(), r.node_id.get()],
-                };
-                let n = seen.entry(key).or_insert(0);
-                *n += 1;
-                if *n <= k {
-                    plan.kept += 1;
-                } else if r.pinned {
-                    plan.kept_pinned += 1;
-                } else {
-                    plan.delete.push(r.id);
-                }
-            }
-            plan.groups = seen.len() as u64;
-            plan
-        })
+        self.index()
+            .read(|m| plan_in(m, filter, metric, mode, k, per))
     }
 
     /// Keeps the top `k` records of each group by `metric` and deletes the rest that are not

@@ -4,7 +4,7 @@
 //!
 //! One file per idea: [`errors`], [`functions`] (module functions, buffers), [`args`]
 //! (keyword arguments into core types), [`artifact`], [`store`] (`CoreStore`), [`writer`]
-//! (`CoreWriter`), `remote` (`RemoteStore`, feature `s3`). Each imports what it needs from
+//! (`CoreWriter`), [`reports`] (reports as dicts), `remote` (`RemoteStore`, feature `s3`). Each imports what it needs from
 //! here with `use super::*`.
 
 use std::io::SeekFrom;
@@ -24,6 +24,7 @@ mod errors;
 mod functions;
 #[cfg(feature = "s3")]
 mod remote;
+mod reports;
 mod store;
 mod writer;
 
@@ -35,6 +36,7 @@ use args::*;
 use artifact::*;
 use errors::*;
 use functions::*;
+use reports::*;
 use store::*;
 use writer::*;
 

@@ -10,7 +10,8 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::{
     FilterArgs, IntoPy, MetaArgs, PyArtifact, PyWriter, WriterOwner, columns_dict, first_artifact,
-    invalid, parse_algo, parse_id, to_artifacts, with_buffer,
+    gc_args, gc_dict, integrity_dict, invalid, keep_best_args, parse_algo, parse_id, plan_dict,
+    stats_dict, to_artifacts, with_buffer, with_progress,
 };
 use runstash_core as core;
 use runstash_core::index::{ArtifactId, Filter, Mode, OwnedRecord, RecordMeta};
@@ -75,7 +76,7 @@ impl PyRemoteStore {
         pack_max = core::store::DEFAULT_PACK_MAX, endpoint = None, region = None,
         access_key_id = None, secret_access_key = None, session_token = None,
         allow_http = None, virtual_hosted = false, max_staleness = 1.0, max_retries = 3,
-        request_timeout = 30.0,
+        request_timeout = 30.0, gc_lease = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -95,6 +96,7 @@ impl PyRemoteStore {
         max_staleness: f64,
         max_retries: usize,
         request_timeout: f64,
+        gc_lease: Option<f64>,
     ) -> PyResult<Self> {
         let secs = |v: f64, what: &str| {
             Duration::try_from_secs_f64(v)
@@ -124,6 +126,7 @@ impl PyRemoteStore {
             max_staleness: secs(max_staleness, "max_staleness")?,
             max_retries,
             request_timeout: secs(request_timeout, "request_timeout")?,
+            gc_lease: gc_lease.map(|v| secs(v, "gc_lease")).transpose()?,
         };
         let inner = py.detach(|| RemoteStore::open(opts)).py_err()?;
         Ok(PyRemoteStore { inner })
@@ -330,5 +333,56 @@ impl PyRemoteStore {
     fn verify(&self, py: Python<'_>, r: &str) -> PyResult<bool> {
         let d = self.digest(r)?;
         py.detach(|| self.inner.verify_blob(&d)).py_err()
+    }
+
+    // -- operations: stats, verify, gc, retention (conversions shared with CoreStore) ------
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.inner.stats()).py_err()?;
+        stats_dict(py, &s)
+    }
+
+    #[pyo3(signature = (progress = None))]
+    fn verify_report<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let r = with_progress(py, progress, |tick| self.inner.verify_report(tick))?;
+        integrity_dict(py, &r)
+    }
+
+    #[pyo3(signature = (dry_run, grace, assume_deleted = Vec::new()))]
+    fn gc<'py>(
+        &self,
+        py: Python<'py>,
+        dry_run: bool,
+        grace: f64,
+        assume_deleted: Vec<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (grace, assume) = gc_args(grace, &assume_deleted)?;
+        let r = py
+            .detach(|| self.inner.gc_assuming_deleted(dry_run, grace, &assume))
+            .py_err()?;
+        gc_dict(py, &r)
+    }
+
+    #[pyo3(signature = (filter, metric, mode, k, per, dry_run))]
+    #[allow(clippy::too_many_arguments)]
+    fn keep_best<'py>(
+        &self,
+        py: Python<'py>,
+        filter: FilterArgs<'_>,
+        metric: &str,
+        mode: &str,
+        k: i64,
+        per: &str,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (k, f, mode, per) = keep_best_args(filter, mode, k, per)?;
+        let plan = py
+            .detach(|| self.inner.keep_best(&f, metric, mode, k, per, dry_run))
+            .py_err()?;
+        plan_dict(py, &plan)
     }
 }

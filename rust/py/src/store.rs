@@ -343,24 +343,7 @@ impl PyStore {
     /// Space accounting, as a dict of the fields of `runstash_core::StoreStats`.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = py.detach(|| self.inner.stats()).py_err()?;
-        let d = PyDict::new(py);
-        d.set_item("records", s.records)?;
-        d.set_item("live_bytes", s.live_bytes)?;
-        d.set_item("blob_count", s.blob_count)?;
-        d.set_item("blob_bytes", s.blob_bytes)?;
-        d.set_item("dedup_ratio", s.dedup_ratio)?;
-        d.set_item("disk_blobs", s.disk_blobs)?;
-        d.set_item("disk_bytes", s.disk_bytes)?;
-        d.set_item("orphan_blobs", s.orphan_blobs)?;
-        d.set_item("orphan_bytes", s.orphan_bytes)?;
-        d.set_item("missing_blobs", s.missing_blobs)?;
-        d.set_item("stray_files", s.stray_files)?;
-        d.set_item("staging_files", s.staging_files)?;
-        d.set_item("staging_bytes", s.staging_bytes)?;
-        d.set_item("index_bytes", s.index_bytes)?;
-        d.set_item("quarantined_files", s.quarantined_files)?;
-        d.set_item("quarantined_bytes", s.quarantined_bytes)?;
-        Ok(d)
+        stats_dict(py, &s)
     }
 
     /// Re-hash every blob and compare with the index. `progress(done, total, bytes,
@@ -372,73 +355,8 @@ impl PyStore {
         py: Python<'py>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let mut raised: Option<PyErr> = None;
-        let r = py.detach(|| {
-            let mut last: Option<std::time::Instant> = None;
-            let mut tick = |p: &core::VerifyProgress| -> bool {
-                let Some(cb) = &progress else { return true };
-                let due = p.done == p.total
-                    || last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100));
-                if !due {
-                    return true;
-                }
-                last = Some(std::time::Instant::now());
-                Python::attach(
-                    |py| match cb.call1(py, (p.done, p.total, p.bytes, p.total_bytes)) {
-                        Ok(_) => true,
-                        Err(e) => {
-                            raised = Some(e);
-                            false
-                        }
-                    },
-                )
-            };
-            self.inner.verify_report(&mut tick)
-        });
-        if let Some(e) = raised {
-            return Err(e);
-        }
-        let r = r.py_err()?;
-        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
-        let d = PyDict::new(py);
-        d.set_item("checked", r.checked)?;
-        d.set_item("checked_bytes", r.checked_bytes)?;
-        let missing: Vec<(String, Vec<String>)> = r
-            .missing
-            .iter()
-            .map(|m| {
-                let ids = m.records.iter().map(|id| id.to_string()).collect();
-                (m.digest.to_string(), ids)
-            })
-            .collect();
-        d.set_item("missing", missing)?;
-        let corrupt: Vec<(String, String)> = r
-            .corrupt
-            .iter()
-            .map(|(dg, p)| (dg.to_string(), path(p)))
-            .collect();
-        d.set_item("corrupt", corrupt)?;
-        let orphaned: Vec<(String, String, u64)> = r
-            .orphaned
-            .iter()
-            .map(|(dg, p, n)| (dg.to_string(), path(p), *n))
-            .collect();
-        d.set_item("orphaned", orphaned)?;
-        let stray: Vec<String> = r.stray.iter().map(|p| path(p)).collect();
-        d.set_item("stray", stray)?;
-        let unreadable: Vec<(String, String)> = r
-            .unreadable
-            .iter()
-            .map(|(p, why)| (path(p), why.clone()))
-            .collect();
-        d.set_item("unreadable", unreadable)?;
-        let quarantined: Vec<(Option<String>, String, u64)> = r
-            .quarantined
-            .iter()
-            .map(|q| (q.digest.map(|d| d.to_string()), path(&q.path), q.size))
-            .collect();
-        d.set_item("quarantined", quarantined)?;
-        Ok(d)
+        let r = with_progress(py, progress, |tick| self.inner.verify_report(tick))?;
+        integrity_dict(py, &r)
     }
 
     /// Delete unreferenced blob files older than `grace` seconds (only report, in a dry run).
@@ -451,35 +369,11 @@ impl PyStore {
         grace: f64,
         assume_deleted: Vec<String>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if !grace.is_finite() || grace < 0.0 {
-            return Err(invalid(format!(
-                "grace must be a finite, non-negative number of seconds, got {grace}"
-            )));
-        }
-        let grace = std::time::Duration::from_secs_f64(grace);
-        let assume = assume_deleted
-            .iter()
-            .map(|id| parse_id(id))
-            .collect::<PyResult<std::collections::HashSet<_>>>()?;
+        let (grace, assume) = gc_args(grace, &assume_deleted)?;
         let r = py
             .detach(|| self.inner.gc_assuming_deleted(dry_run, grace, &assume))
             .py_err()?;
-        let d = PyDict::new(py);
-        d.set_item("dry_run", r.dry_run)?;
-        d.set_item("scanned", r.scanned)?;
-        let deleted: Vec<(String, u64)> = r
-            .deleted
-            .iter()
-            .map(|(dg, n)| (dg.to_string(), *n))
-            .collect();
-        d.set_item("deleted", deleted)?;
-        d.set_item("deleted_bytes", r.deleted_bytes)?;
-        d.set_item("recent", r.recent)?;
-        d.set_item("recent_bytes", r.recent_bytes)?;
-        d.set_item("revived", r.revived)?;
-        d.set_item("compacted", r.compacted)?;
-        d.set_item("trees_removed", r.trees_removed)?;
-        Ok(d)
+        gc_dict(py, &r)
     }
 
     /// Keep the best `k` records of each group by `metric`, delete the other unpinned ones
@@ -496,21 +390,10 @@ impl PyStore {
         per: &str,
         dry_run: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let k = count_arg("k", k)?;
-        let f = filter.into_filter()?;
-        let mode: Mode = mode.parse().py_err()?;
-        let per: core::Per = per.parse().py_err()?;
+        let (k, f, mode, per) = keep_best_args(filter, mode, k, per)?;
         let plan = py
             .detach(|| self.inner.keep_best(&f, metric, mode, k, per, dry_run))
             .py_err()?;
-        let d = PyDict::new(py);
-        d.set_item("dry_run", plan.dry_run)?;
-        let ids: Vec<String> = plan.delete.iter().map(|id| id.to_string()).collect();
-        d.set_item("delete", ids)?;
-        d.set_item("kept", plan.kept)?;
-        d.set_item("kept_pinned", plan.kept_pinned)?;
-        d.set_item("unranked", plan.unranked)?;
-        d.set_item("groups", plan.groups)?;
-        Ok(d)
+        plan_dict(py, &plan)
     }
 }

@@ -16,6 +16,9 @@ impl Inner {
         let n = {
             let mut c = self.commit.lock();
             let hlc = self.tick();
+            if c.pending.is_empty() {
+                c.pending_since = Some(Instant::now());
+            }
             if let Some((d, data)) = blob {
                 c.pending.push_blob(d, data);
             }
@@ -30,7 +33,14 @@ impl Inner {
             for op in ops {
                 c.pending.push_op(op, hlc);
             }
-            if !durable && c.pending.ops.len() < BATCH_OPS && c.pending.len_bytes() < BATCH_BYTES {
+            let young = c
+                .pending_since
+                .is_some_and(|t| t.elapsed() < self.lease_trust());
+            if !durable
+                && young
+                && c.pending.ops.len() < BATCH_OPS
+                && c.pending.len_bytes() < BATCH_BYTES
+            {
                 return Ok(());
             }
             c.taken
@@ -69,6 +79,7 @@ impl Inner {
             if !c.flushing && !c.pending.is_empty() {
                 c.flushing = true;
                 let seg = std::mem::take(&mut c.pending);
+                c.pending_since = None;
                 let num = c.taken;
                 c.taken += 1;
                 drop(c);
@@ -138,6 +149,7 @@ impl Inner {
 
     /// Uploads one segment (their sequence numbers start at 1) and applies it here.
     pub(super) fn upload_segment(&self, seg: &SegmentBuf, num: u64) -> Result<()> {
+        self.check_leases(seg)?;
         let seq = num + 1;
         let name = format!("log/{}/{seq:016}", self.writer);
         let (bytes, base) = seg.encode(&self.writer, seq);

@@ -2,14 +2,17 @@
 
 use super::*;
 
-/// Reads or creates `STORE.json` under `prefix`; returns the store's hash algorithm.
+/// Reads or creates `STORE.json` under `prefix`; returns the store's hash algorithm and gc
+/// lease (`gc_lease_ms`; stores made before it have the default). Every process of a store
+/// must use the same lease, so it is the store's, not an option of one handle.
 pub(super) fn store_meta(
     rt: &tokio::runtime::Runtime,
     s3: &dyn ObjectStore,
     prefix: &str,
     url: &str,
     want: Option<HashAlgo>,
-) -> Result<HashAlgo> {
+    lease: Option<Duration>,
+) -> Result<(HashAlgo, Duration)> {
     let key = ObjPath::from(format!("{prefix}STORE.json"));
     let got = rt.block_on(async {
         match s3.get(&key).await {
@@ -42,26 +45,49 @@ pub(super) fn store_meta(
                 w.name()
             )));
         }
-        return Ok(algo);
+        let stored = match v.get("gc_lease_ms") {
+            None => DEFAULT_GC_LEASE,
+            Some(ms) => match ms.as_u64() {
+                Some(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(Error::corrupt(format!(
+                        "{}: gc_lease_ms is {ms}, not a positive integer",
+                        key.as_ref()
+                    )));
+                }
+            },
+        };
+        return Ok((algo, stored));
     }
     let algo = want.unwrap_or(HashAlgo::Blake3);
-    let body = serde_json::json!({"format": FORMAT, "hash": algo.name(), "kind": "runstash-s3"});
+    let lease = lease.unwrap_or(DEFAULT_GC_LEASE);
+    if lease.as_millis() == 0 || lease.as_millis() > u128::from(u32::MAX) {
+        return Err(Error::invalid(format!(
+            "gc_lease must be between 1 ms and {} s, not {lease:?}",
+            u32::MAX / 1000
+        )));
+    }
+    let body = serde_json::json!({
+        "format": FORMAT, "hash": algo.name(), "kind": "runstash-s3",
+        "gc_lease_ms": lease.as_millis() as u64,
+    });
     let data = serde_json::to_vec_pretty(&body).unwrap_or_default();
     // Create-only, so two first openers cannot both write it; a server without conditional
     // writes gets a plain write.
     let create = object_store::PutOptions::from(object_store::PutMode::Create);
     let r = rt.block_on(s3.put_opts(&key, PutPayload::from(data.clone()), create));
     match r {
-        Ok(_) => Ok(algo),
+        Ok(_) => Ok((algo, lease)),
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => {
-            store_meta(rt, s3, prefix, url, want) // another opener was first: use its settings
+            // another opener was first: use its settings
+            store_meta(rt, s3, prefix, url, want, None)
         }
         Err(object_store::Error::NotImplemented { .. }) => {
             rt.block_on(s3.put(&key, PutPayload::from(data)))
                 .map_err(|e| obj_err("write", key.as_ref(), e))?;
-            Ok(algo)
+            Ok((algo, lease))
         }
         Err(e) => Err(obj_err("write", key.as_ref(), e)),
     }

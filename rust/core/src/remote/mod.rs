@@ -22,7 +22,9 @@
 //! Invariant 2 (blob first, record second) holds across machines: a record goes into a
 //! segment only after its blob object was stored, or in the same segment as its packed bytes.
 
+mod audit;
 mod commit;
+mod gc;
 mod meta;
 mod options;
 mod refresh;
@@ -30,8 +32,8 @@ pub mod segment;
 mod upload;
 
 use meta::{getrandom_bytes, store_meta};
-pub use options::RemoteOptions;
 pub use options::parse_url;
+pub use options::{DEFAULT_GC_LEASE, RemoteOptions};
 use options::{allow_http, now_ms, obj_err};
 
 use std::collections::HashSet;
@@ -88,6 +90,8 @@ struct Inner {
     durability: Durability,
     pack_max: u64,
     max_staleness: Duration,
+    /// The gc lease of this store (`STORE.json`): see [`gc`].
+    lease: Duration,
     writer: Arc<str>,
     cache: BlobStore,
     segments_dir: PathBuf,
@@ -103,8 +107,15 @@ struct State {
     seen: HashSet<String>,
     /// Packed blobs: digest -> (cached segment file, offset, length).
     packed: std::collections::HashMap<[u8; 32], (Arc<Path>, u64, u64)>,
-    /// Blob objects known to exist in the bucket.
-    remote_blobs: HashSet<[u8; 32]>,
+    /// Blob objects confirmed to exist in the bucket: digest -> (key, when confirmed). A
+    /// confirmation is trusted for part of the gc lease only ([`gc`]).
+    remote_blobs: std::collections::HashMap<[u8; 32], (Arc<str>, Instant)>,
+    /// Blob keys (relative to the prefix) that a gc marked for deletion, as of
+    /// `condemned_at`: this process never writes to nor relies on one ([`gc`]).
+    condemned: HashSet<String>,
+    condemned_at: Option<Instant>,
+    /// The keys of each gc marker read (markers are immutable).
+    marker_keys: std::collections::HashMap<String, Arc<HashSet<String>>>,
     /// The hybrid logical clock: never behind a segment applied here.
     hlc: u64,
     refreshed: Option<Instant>,
@@ -113,6 +124,9 @@ struct State {
 #[derive(Default)]
 struct Commit {
     pending: SegmentBuf,
+    /// When the first operation went into `pending` (`"os"` durability uploads a batch
+    /// older than a quarter of the gc lease at the next write: see [`gc`]).
+    pending_since: Option<Instant>,
     /// Segments are numbered in the order they are taken from `pending`; the pending one has
     /// number `taken`. One upload runs at a time, so they finish in order: segment `n` is
     /// finished when `finished > n`.
@@ -192,7 +206,7 @@ impl RemoteStore {
                 .collect::<String>(),
         );
         let s3: Arc<dyn ObjectStore> = Arc::new(s3);
-        let algo = store_meta(&rt, &*s3, &prefix, &opts.url, opts.hash)?;
+        let (algo, lease) = store_meta(&rt, &*s3, &prefix, &opts.url, opts.hash, opts.gc_lease)?;
         let inner = Inner {
             pid: std::process::id(),
             rt,
@@ -204,6 +218,7 @@ impl RemoteStore {
             durability: opts.durability,
             pack_max: opts.pack_max.min(crate::store::PACK_MAX_LIMIT),
             max_staleness: opts.max_staleness,
+            lease,
             writer,
             // The cache is a local blob store without an index (its own durability: "os";
             // the bucket is the copy that counts).
@@ -391,7 +406,7 @@ impl RemoteStore {
         Ok(r)
     }
 
-    /// Deletes a record (its blob stays: there is no gc on S3 stores yet).
+    /// Deletes a record (its blob object goes in a later [`gc`](Self::gc)).
     pub fn delete(&self, id: ArtifactId) -> Result<()> {
         self.alive()?;
         self.get_or_not_found(id)?;
@@ -515,9 +530,25 @@ impl Inner {
         ObjPath::from(format!("{}{rel}", self.prefix))
     }
 
-    fn blob_key(&self, d: &Digest) -> String {
+    /// The primary key of a blob, relative to the prefix: `blobs/<2 hex>/<rest>`. A blob may
+    /// also be stored under `<primary>.<suffix>` keys (copies made while a gc had marked
+    /// the primary, see [`gc`]).
+    fn blob_rel(&self, d: &Digest) -> String {
         let hex = d.hex();
-        format!("{}blobs/{}/{}", self.prefix, &hex[..2], &hex[2..])
+        format!("blobs/{}/{}", &hex[..2], &hex[2..])
+    }
+
+    /// The gc lease, and what follows from it (see [`gc`]).
+    fn lease_trust(&self) -> Duration {
+        self.lease / 4
+    }
+
+    fn lease_store(&self) -> Duration {
+        self.lease / 2
+    }
+
+    fn condemned_staleness(&self) -> Duration {
+        self.lease / 8
     }
 }
 

@@ -29,7 +29,14 @@ pub struct RemoteOptions {
     /// Retries of a failed request, and the time limit of one request.
     pub max_retries: usize,
     pub request_timeout: Duration,
+    /// The gc lease of a new store (kept in its `STORE.json`; an existing store keeps its
+    /// own): `None` is [`DEFAULT_GC_LEASE`]. See [`super::gc`].
+    pub gc_lease: Option<Duration>,
 }
+
+/// Default gc lease: a writer stores a record within this long of confirming its blob, and
+/// a gc deletes a blob no sooner than 1.25 times this after marking it.
+pub const DEFAULT_GC_LEASE: Duration = Duration::from_secs(600);
 
 pub(super) fn obj_err(op: &str, key: &str, e: object_store::Error) -> Error {
     let text = e.to_string();
