@@ -98,6 +98,7 @@ class CoreStore:
         hash: str | None = None,
         durability: str = "fsync",
         pack_max: int = 65536,
+        create: bool = True,
     ) -> None: ...
     @property
     def root(self) -> str: ...
@@ -166,6 +167,7 @@ class RemoteStore:
         max_retries: int = 3,
         request_timeout: float = 30.0,
         gc_lease: float | None = None,
+        create: bool = True,
     ) -> None: ...
     @property
     def root(self) -> str: ...

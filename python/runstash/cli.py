@@ -19,7 +19,6 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.progress import (
@@ -35,6 +34,7 @@ from rich.text import Text
 
 from ._core import Artifact
 from .args import Labels
+from .cli_open import add_store_options, open_store
 from .cli_text import (
     _artifact_table,
     _emit_json,
@@ -50,7 +50,7 @@ from .demo import run_demo
 from .errors import InvalidArgumentError, NotFoundError, RunstashError
 from .functions import write_atomic
 from .reports import GcReport
-from .store import DEFAULT_GC_GRACE, DEFAULT_ROOT, Store
+from .store import DEFAULT_GC_GRACE, Store
 
 __all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "build_parser", "main"]
 
@@ -148,17 +148,6 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-# -- opening the store ----------------------------------------------------------------------
-
-
-def _open(args: argparse.Namespace) -> Store:
-    """The store at ``--store``; a path without a store is an error (never created here)."""
-    root = Path(args.store)
-    if not (root / "STORE.json").is_file():
-        raise CliError(f"no runstash store at {root} (use --store PATH)")
-    return Store(root)
-
-
 def _get(store: Store, ref: str) -> Artifact:
     a = store.get(ref)
     if a is None:
@@ -170,7 +159,7 @@ def _get(store: Store, ref: str) -> Artifact:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     filters: dict[str, Any] = {
         "kind": args.kind,
         "run_id": args.run,
@@ -198,13 +187,13 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     _show_artifact(store, _get(store, args.id), args.json)
     return EXIT_OK
 
 
 def _best(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     a = store.best(
         metric=args.metric, mode=args.mode, kind=args.kind, run_id=args.run, labels=_labels(args)
     )
@@ -215,7 +204,7 @@ def _best(args: argparse.Namespace) -> int:
 
 
 def _cat(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     ref = args.ref
     a = store.get(ref)
     if a is not None:
@@ -233,7 +222,7 @@ def _cat(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     err = _err()
     with Progress(
         SpinnerColumn(),
@@ -298,11 +287,15 @@ def _gc_summary(report: GcReport, grace: float) -> str:
     if report.trees_removed:
         gone = "would remove" if report.dry_run else "removed"
         text += f"{gone} {_n(report.trees_removed, 'built tree')} of deleted directories; "
+    if report.pending:
+        size = human_size(report.pending_bytes)
+        text += f"{_n(report.pending, 'blob')} marked unreferenced ({size}), "
+        text += "for a later gc to delete (S3); "
     return text + f"{report.scanned} blob files scanned"
 
 
 def _gc(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     with _status("scanning blobs"):
         report = store.gc(dry_run=not args.yes, grace=args.grace)
     if args.json:
@@ -315,7 +308,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _keep_best(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     with _status("planning"):
         report = store.keep_best(
             kind=args.kind,
@@ -359,7 +352,7 @@ def _keep_best(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     with _status("scanning blobs"):
         s = store.stats()
     if args.json:
@@ -384,7 +377,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = open_store(args)
     try:
         df = store.to_polars()
     except ImportError as e:
@@ -407,14 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    store_help = f"the store directory (default: {DEFAULT_ROOT}, the embedded default store)"
-    p.add_argument("--store", dest="store", metavar="PATH", default=DEFAULT_ROOT, help=store_help)
-    # --root: the option's name before --store; still accepted, no longer shown.
-    p.add_argument("--root", dest="store", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    # --store is accepted after the subcommand too (runstash ls --store PATH).
+    add_store_options(p, defaults=True)
+    # --store and the S3 flags are accepted after the subcommand too (runstash ls --store P).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS, help=store_help)
-    common.add_argument("--root", dest="store", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_store_options(common, defaults=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, help: str, func: Callable[[argparse.Namespace], int]) -> _Parser:

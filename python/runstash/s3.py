@@ -55,7 +55,12 @@ def _default_cache_dir(url: str) -> str:
 
 
 def _open_remote(
-    url: str, s3: S3Options | None, hash: str | None, durability: str, pack_max: int
+    url: str,
+    s3: S3Options | None,
+    hash: str | None,
+    durability: str,
+    pack_max: int,
+    create: bool = True,
 ) -> Any:
     o = s3 or S3Options()
     cache = os.fspath(o.cache_dir) if o.cache_dir is not None else _default_cache_dir(url)
@@ -76,4 +81,5 @@ def _open_remote(
         o.max_retries,
         o.request_timeout,
         o.gc_lease,
+        create,
     )

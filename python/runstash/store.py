@@ -92,10 +92,14 @@ class Store(DirectoryArtifacts):
     The write and query methods work the same; in ``"fsync"`` durability a write returns
     once it is stored in the bucket, in ``"os"`` durability writes are buffered until
     :meth:`flush` or :meth:`close`. Other writers' artifacts appear after :meth:`refresh`
-    (queries refresh by themselves when their view is older than ``max_staleness``). The
-    local-directory operations (``stage``/``ingest``, ``record_many``, ``stats``,
-    ``verify_report``, ``gc``, ``keep_best``, ``verify()`` of everything) raise
+    (queries refresh by themselves when their view is older than ``max_staleness``).
+    ``stats``, ``verify``, ``verify_report``, ``gc`` and ``keep_best`` work on both (gc on S3
+    in two phases, see :meth:`gc`); the local-directory operations (``stage``/``ingest``,
+    ``stage_dir``/``ingest_dir``/``dir_of``, ``record_many``) raise
     :class:`~runstash.errors.InvalidArgumentError` on an S3 store.
+
+    ``create=False`` opens an existing store only: a root (or S3 prefix) without one is a
+    :class:`~runstash.errors.NotFoundError`, and nothing is written.
     """
 
     def __init__(
@@ -106,19 +110,20 @@ class Store(DirectoryArtifacts):
         durability: str = "fsync",
         pack_max: int = 64 * 1024,
         s3: S3Options | None = None,
+        create: bool = True,
     ) -> None:
         url = os.fspath(root)
         self._remote = isinstance(url, str) and url.startswith("s3://")
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if self._remote:
-            self._core = _open_remote(url, s3, hash, durability, pack_max)
+            self._core = _open_remote(url, s3, hash, durability, pack_max, bool(create))
             # Buffered ("os") writes go up when the store is closed, collected, or at the
             # latest when the interpreter exits normally.
             self._finalizer = weakref.finalize(self, self._core.flush)
         elif s3 is not None:
             raise InvalidArgumentError(f"s3= is for s3:// stores, not {url!r}")
         else:
-            self._core = _core.CoreStore(root, hash, durability, pack_max)
+            self._core = _core.CoreStore(root, hash, durability, pack_max, bool(create))
         self._root = self._core.root
         self._hash_algo = self._core.hash_algo
         self._durability = self._core.durability

@@ -31,6 +31,9 @@ pub struct OpenOptions {
     /// Payloads up to this many bytes are packed into the index log instead of getting a blob
     /// file of their own (0: never). See [`Store::put_bytes`].
     pub pack_max: u64,
+    /// Create the store when the root is missing or empty; `false`: such a root is a
+    /// `NotFound` error and nothing is written (the open of a command that only looks).
+    pub create: bool,
 }
 
 /// Default of [`OpenOptions::pack_max`]: 64 KiB.
@@ -44,6 +47,7 @@ impl Default for OpenOptions {
             hash: None,
             durability: Durability::Fsync,
             pack_max: DEFAULT_PACK_MAX,
+            create: true,
         }
     }
 }
@@ -77,6 +81,12 @@ impl Store {
             return Err(Error::invalid(format!(
                 "pack_max must be at most {PACK_MAX_LIMIT} bytes, not {}",
                 opts.pack_max
+            )));
+        }
+        if !opts.create && !root.join(META_FILE).is_file() {
+            return Err(Error::not_found(format!(
+                "no runstash store at {} (no {META_FILE})",
+                root.display()
             )));
         }
         match std::fs::metadata(root) {

@@ -76,7 +76,7 @@ impl PyRemoteStore {
         pack_max = core::store::DEFAULT_PACK_MAX, endpoint = None, region = None,
         access_key_id = None, secret_access_key = None, session_token = None,
         allow_http = None, virtual_hosted = false, max_staleness = 1.0, max_retries = 3,
-        request_timeout = 30.0, gc_lease = None,
+        request_timeout = 30.0, gc_lease = None, create = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -97,6 +97,7 @@ impl PyRemoteStore {
         max_retries: usize,
         request_timeout: f64,
         gc_lease: Option<f64>,
+        create: bool,
     ) -> PyResult<Self> {
         let secs = |v: f64, what: &str| {
             Duration::try_from_secs_f64(v)
@@ -127,6 +128,7 @@ impl PyRemoteStore {
             max_retries,
             request_timeout: secs(request_timeout, "request_timeout")?,
             gc_lease: gc_lease.map(|v| secs(v, "gc_lease")).transpose()?,
+            create,
         };
         let inner = py.detach(|| RemoteStore::open(opts)).py_err()?;
         Ok(PyRemoteStore { inner })

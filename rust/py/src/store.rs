@@ -41,18 +41,23 @@ impl PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (root, hash = None, durability = "fsync", pack_max = core::store::DEFAULT_PACK_MAX))]
+    #[pyo3(signature = (
+        root, hash = None, durability = "fsync", pack_max = core::store::DEFAULT_PACK_MAX,
+        create = true,
+    ))]
     fn new(
         py: Python<'_>,
         root: PathBuf,
         hash: Option<&str>,
         durability: &str,
         pack_max: u64,
+        create: bool,
     ) -> PyResult<Self> {
         let opts = core::OpenOptions {
             hash: hash.map(parse_algo).transpose()?,
             durability: durability.parse().py_err()?,
             pack_max,
+            create,
         };
         let inner = py.detach(|| core::Store::open(&root, opts)).py_err()?;
         Ok(PyStore { inner })

@@ -12,6 +12,7 @@ pub(super) fn store_meta(
     url: &str,
     want: Option<HashAlgo>,
     lease: Option<Duration>,
+    create: bool,
 ) -> Result<(HashAlgo, Duration)> {
     let key = ObjPath::from(format!("{prefix}STORE.json"));
     let got = rt.block_on(async {
@@ -59,6 +60,12 @@ pub(super) fn store_meta(
         };
         return Ok((algo, stored));
     }
+    if !create {
+        return Err(Error::not_found(format!(
+            "no runstash store at {url} (no {})",
+            key.as_ref()
+        )));
+    }
     let algo = want.unwrap_or(HashAlgo::Blake3);
     let lease = lease.unwrap_or(DEFAULT_GC_LEASE);
     if lease.as_millis() == 0 || lease.as_millis() > u128::from(u32::MAX) {
@@ -82,7 +89,7 @@ pub(super) fn store_meta(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => {
             // another opener was first: use its settings
-            store_meta(rt, s3, prefix, url, want, None)
+            store_meta(rt, s3, prefix, url, want, None, false)
         }
         Err(object_store::Error::NotImplemented { .. }) => {
             rt.block_on(s3.put(&key, PutPayload::from(data)))

@@ -206,7 +206,15 @@ impl RemoteStore {
                 .collect::<String>(),
         );
         let s3: Arc<dyn ObjectStore> = Arc::new(s3);
-        let (algo, lease) = store_meta(&rt, &*s3, &prefix, &opts.url, opts.hash, opts.gc_lease)?;
+        let (algo, lease) = store_meta(
+            &rt,
+            &*s3,
+            &prefix,
+            &opts.url,
+            opts.hash,
+            opts.gc_lease,
+            opts.create,
+        )?;
         let inner = Inner {
             pid: std::process::id(),
             rt,

@@ -32,6 +32,9 @@ pub struct RemoteOptions {
     /// The gc lease of a new store (kept in its `STORE.json`; an existing store keeps its
     /// own): `None` is [`DEFAULT_GC_LEASE`]. See [`super::gc`].
     pub gc_lease: Option<Duration>,
+    /// Create the store when the prefix holds none; `false`: that is a `NotFound` error and
+    /// nothing is written.
+    pub create: bool,
 }
 
 /// Default gc lease: a writer stores a record within this long of confirming its blob, and
