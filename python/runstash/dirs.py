@@ -19,20 +19,16 @@ TREE_MIME: str = _core.TREE_MIME
 
 
 class DirectoryArtifacts:
-    """The directory-artifact methods of :class:`~runstash.Store` (a mixin: it uses the
-    store's engine handle ``_core`` and its ``_local_only`` guard)."""
+    """The directory-artifact methods of :class:`~runstash.Store` (a mixin over the store's
+    engine handle ``_core``; local and S3 stores alike)."""
 
     _core: Any
-
-    def _local_only(self, what: str) -> None:  # pragma: no cover - Store defines it
-        raise NotImplementedError
 
     def stage_dir(self, suffix: str = "") -> str:
         """Create an empty directory in the store's staging area and return its path: fill
         it, then :meth:`ingest_dir` it.
 
         :param suffix: appended to the directory's name (a plain name, no ``/``)."""
-        self._local_only("stage_dir()")
         return self._core.stage_dir(suffix)
 
     def ingest_dir(
@@ -60,16 +56,15 @@ class DirectoryArtifacts:
             for :meth:`put_bytes`.
         :param cleanup: remove the directory afterwards when it came from :meth:`stage_dir`
             (a directory elsewhere is never removed)."""
-        self._local_only("ingest_dir()")
         meta = _meta(kind, labels, metrics, run_id, graph_id, node_id, project_id, pin, TREE_MIME)
         return self._core.ingest_dir(path, meta, bool(cleanup))
 
     def dir_of(self, ref: BlobRef) -> str:
         """The read-only directory holding a directory artifact's files (hard links to their
-        blobs, under ``<root>/trees/``), built on first request and rebuilt when a file's blob
-        was replaced (after a quarantine).
+        blobs, under ``<root>/trees/``; on an S3 store, under the cache's ``trees/``, the files
+        fetched first), built on first request and rebuilt when a file's blob was replaced
+        (after a quarantine).
 
         :param ref: the directory artifact, its hash or its URI.
         :raises NotFoundError: when a file of the directory is no longer stored."""
-        self._local_only("dir_of()")
         return self._core.tree_dir(_ref(ref))

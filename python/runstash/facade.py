@@ -218,7 +218,6 @@ class ArtifactFacade:
         """Move a staged file into the store (a rename, no copy) and index it."""
         name = _check_suggested_uri(suggested_uri) or os.path.basename(os.fspath(staged_path))
         meta = self._write_meta(kind, labels, metrics, pin, name)
-        self.store._local_only("ingest()")
         art = await self._run(self.store._core.ingest, staged_path, meta)
         self.last_artifact = self._remember(art)
         return art
@@ -312,7 +311,6 @@ class ArtifactFacade:
 
     def _ingest_dir_sync(self, staged_dir: str, meta: tuple[Any, ...], cleanup: bool) -> Artifact:
         # The walk, its checks, the manifest and the commit are the core's (runstash_core::tree).
-        self.store._local_only("ingest_dir()")
         return self.store._core.ingest_dir(staged_dir, meta, cleanup)
 
     # -- loading --------------------------------------------------------------------------

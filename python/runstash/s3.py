@@ -44,7 +44,9 @@ class S3Options:
     #: The gc lease of a *new* store, in seconds (default 600; an existing store keeps the
     #: one in its ``STORE.json``, since every process must agree on it). A writer stores a
     #: record within this long of confirming its blob is in the bucket, and :meth:`Store.gc`
-    #: deletes a blob it found unreferenced no sooner than 1.25 times this later.
+    #: deletes a blob it found unreferenced no sooner than 1.25 times this later. It must
+    #: exceed twice the longest a request may take with its retries
+    #: (``request_timeout * (max_retries + 1)``).
     gc_lease: float | None = None
 
 

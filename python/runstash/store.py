@@ -93,10 +93,9 @@ class Store(DirectoryArtifacts):
     once it is stored in the bucket, in ``"os"`` durability writes are buffered until
     :meth:`flush` or :meth:`close`. Other writers' artifacts appear after :meth:`refresh`
     (queries refresh by themselves when their view is older than ``max_staleness``).
-    ``stats``, ``verify``, ``verify_report``, ``gc`` and ``keep_best`` work on both (gc on S3
-    in two phases, see :meth:`gc`); the local-directory operations (``stage``/``ingest``,
-    ``stage_dir``/``ingest_dir``/``dir_of``, ``record_many``) raise
-    :class:`~runstash.errors.InvalidArgumentError` on an S3 store.
+    Every method works on both; on S3, ``gc`` works in two phases (see :meth:`gc`), staged
+    files and directories live in the local cache until ingested (uploaded), and
+    :meth:`dir_of` builds its directory in the cache.
 
     ``create=False`` opens an existing store only: a root (or S3 prefix) without one is a
     :class:`~runstash.errors.NotFoundError`, and nothing is written.
@@ -141,12 +140,6 @@ class Store(DirectoryArtifacts):
     def is_remote(self) -> bool:
         """Whether the store lives in an S3 bucket."""
         return self._remote
-
-    def _local_only(self, what: str) -> None:
-        if self._remote:
-            raise InvalidArgumentError(
-                f"{what} works on a local store; {self._root} is an S3 store"
-            )
 
     @property
     def hash_algo(self) -> str:
@@ -256,9 +249,10 @@ class Store(DirectoryArtifacts):
     def stage(self, ext: str = "") -> str:
         """Create an empty file in the store's staging area and return its path.
 
-        Fill it, then :meth:`ingest` it: the file is renamed into the store, never copied.
+        Fill it, then :meth:`ingest` it: the file is renamed into the store, never copied. On
+        an S3 store the staging area is in the local cache, and :meth:`ingest` uploads the
+        file, then removes it.
         """
-        self._local_only("stage()")
         return self._core.stage(ext)
 
     def ingest(
@@ -275,8 +269,8 @@ class Store(DirectoryArtifacts):
         pin: bool = False,
         mime: str | None = None,
     ) -> Artifact:
-        """Move a file made by :meth:`stage` into the store (a rename, no copy) and record it."""
-        self._local_only("ingest()")
+        """Move a file made by :meth:`stage` into the store (a rename, no copy; on an S3 store:
+        an upload, then the staged file is removed) and record it."""
         return self._core.ingest(
             staged_path,
             _meta(kind, labels, metrics, run_id, graph_id, node_id, project_id, pin, mime),
@@ -286,7 +280,6 @@ class Store(DirectoryArtifacts):
         """Record many artifacts for one stored blob in a single index append (one lock, one
         fsync): the bulk path for imports and benchmarks. Each item is a dict of the write
         keywords (``kind``, ``labels``, ``metrics``, scope ids, ``pin``, ``mime``)."""
-        self._local_only("record_many()")
         allowed = {"kind", "labels", "metrics", "run_id", "graph_id", "node_id", "project_id"}
         allowed |= {"pin", "mime"}
         metas = []
@@ -444,14 +437,17 @@ class Store(DirectoryArtifacts):
             self._core.flush()
 
     def close(self) -> None:
-        """Release the store's open files (an S3 store uploads buffered writes first). Reads
-        and writes afterwards raise :class:`~runstash.errors.RunstashError`; ``root`` and the
-        settings stay readable."""
-        if self._remote and not isinstance(self._core, _ClosedCore):
-            self._core.flush()
+        """Release the store's open files (an S3 store uploads buffered writes first, and
+        raises if they cannot be stored; the store is closed all the same). Reads and writes
+        afterwards raise :class:`~runstash.errors.RunstashError`; ``root`` and the settings
+        stay readable."""
+        try:
+            if self._remote and not isinstance(self._core, _ClosedCore):
+                self._core.flush()  # its error, if any, is this call's (and only this one's)
+        finally:
             if self._finalizer is not None:
                 self._finalizer.detach()
-        self._core = _ClosedCore(self._root)  # type: ignore[assignment]
+            self._core = _ClosedCore(self._root)  # type: ignore[assignment]
 
     def __enter__(self) -> Store:
         return self

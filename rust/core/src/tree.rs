@@ -139,7 +139,7 @@ fn is_inside(rel: &str) -> bool {
 /// The regular files under `root` (a canonical path) as (relative path, source), every entry
 /// checked first. A symlink must resolve inside `root`: to a file it is that file, to a
 /// directory it is not descended (as Python's `os.walk` does).
-fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+pub(crate) fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let refuse = |msg: String, p: &Path| Err(Error::invalid(msg).with_path(p));
     let mut out = Vec::new();
     let mut todo = vec![root.to_path_buf()];
@@ -300,69 +300,9 @@ impl Store {
     /// blob files: `<root>/trees/<hex>/`, built on first request.
     pub fn tree_dir(&self, manifest: &Digest) -> Result<PathBuf> {
         let files = self.tree_files(manifest)?;
-        let dest = self.root().join(TREES_DIR).join(manifest.hex());
-        if dest.is_dir() {
-            if self.tree_is_current(&dest, &files) {
-                return Ok(dest);
-            }
-            self.retire_tree(&dest)?;
-        }
-        let build = self.blobs().stage_dir(".tree")?;
-        let built = self.build_tree(&build, &files);
-        let moved = built.and_then(|()| {
-            let trees = self.root().join(TREES_DIR);
-            std::fs::create_dir_all(&trees).ctx("create directory", &trees)?;
-            match std::fs::rename(&build, &dest) {
-                Ok(()) => Ok(true),
-                Err(_) if dest.is_dir() => Ok(false), // another caller built it first
-                Err(e) => Err(Error::io("rename", &dest, e)),
-            }
-        });
-        if !matches!(moved, Ok(true)) {
-            make_writable(&build);
-            let _ = std::fs::remove_dir_all(&build);
-        }
-        moved.map(|_| dest)
-    }
-
-    fn build_tree(&self, build: &Path, files: &[TreeFile]) -> Result<()> {
-        let mut dirs = std::collections::BTreeSet::from([build.to_path_buf()]);
-        for f in files {
-            let target = build.join(&f.path);
-            // The directories above `target` not made yet (every path is under `build`).
-            let mut fresh = Vec::new();
-            let mut d = target.parent();
-            while let Some(p) = d
-                && !dirs.contains(p)
-            {
-                fresh.push(p.to_path_buf());
-                d = p.parent();
-            }
-            if let Some(deepest) = fresh.first() {
-                std::fs::create_dir_all(deepest).ctx("create directory", deepest)?;
-            }
-            dirs.extend(fresh);
-            let src = self.blob_path(&f.hash)?;
-            std::fs::hard_link(&src, &target).ctx("link", &target)?;
-        }
-        // Deepest first, so that each directory is still writable while its children change.
-        let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            set_mode(&d, 0o550)?;
-        }
-        Ok(())
-    }
-
-    /// Whether every file of a built tree is still a link to its blob's file.
-    fn tree_is_current(&self, dest: &Path, files: &[TreeFile]) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        files.iter().all(|f| {
-            let have = std::fs::metadata(dest.join(&f.path));
-            let want = self
-                .blob_path(&f.hash)
-                .and_then(|p| std::fs::metadata(&p).map_err(|e| Error::io("stat", &p, e)));
-            matches!((have, want), (Ok(h), Ok(w)) if (h.dev(), h.ino()) == (w.dev(), w.ino()))
+        let trees = self.root().join(TREES_DIR);
+        materialize(&trees, self.blobs(), manifest, &files, &|d| {
+            self.blob_path(d)
         })
     }
 
@@ -397,17 +337,104 @@ impl Store {
 
     /// Moves a stale tree out of `trees/` (into `staging/`) and removes it.
     pub(crate) fn retire_tree(&self, dest: &Path) -> Result<()> {
-        let old = self.blobs().stage_dir(".stale-tree")?;
-        // Moving a directory rewrites its ".." entry: it must be writable.
-        let _ = set_mode(dest, 0o700);
-        match std::fs::rename(dest, &old) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // retired meanwhile
-            Err(e) => return Err(Error::io("rename", dest, e)),
-        }
-        make_writable(&old);
-        std::fs::remove_dir_all(&old).ctx("remove", &old)
+        retire(self.blobs(), dest)
     }
+}
+
+/// Moves a stale tree out of the way (into `blobs`' staging) and removes it.
+fn retire(blobs: &crate::blobs::BlobStore, dest: &Path) -> Result<()> {
+    let old = blobs.stage_dir(".stale-tree")?;
+    // Moving a directory rewrites its ".." entry: it must be writable.
+    let _ = set_mode(dest, 0o700);
+    match std::fs::rename(dest, &old) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // retired meanwhile
+        Err(e) => return Err(Error::io("rename", dest, e)),
+    }
+    make_writable(&old);
+    std::fs::remove_dir_all(&old).ctx("remove", &old)
+}
+
+/// The read-only directory `<trees>/<hex of manifest>/` of `files`, as hard links to the blob
+/// files `blob_path` gives (built in `blobs`' staging, then renamed into place; an existing
+/// one is reused while every file is still a link to its blob, else rebuilt).
+pub(crate) fn materialize(
+    trees: &Path,
+    blobs: &crate::blobs::BlobStore,
+    manifest: &Digest,
+    files: &[TreeFile],
+    blob_path: &dyn Fn(&Digest) -> Result<PathBuf>,
+) -> Result<PathBuf> {
+    let dest = trees.join(manifest.hex());
+    if dest.is_dir() {
+        if tree_is_current(&dest, files, blob_path) {
+            return Ok(dest);
+        }
+        retire(blobs, &dest)?;
+    }
+    let build = blobs.stage_dir(".tree")?;
+    let built = build_tree(&build, files, blob_path);
+    let moved = built.and_then(|()| {
+        std::fs::create_dir_all(trees).ctx("create directory", trees)?;
+        match std::fs::rename(&build, &dest) {
+            Ok(()) => Ok(true),
+            Err(_) if dest.is_dir() => Ok(false), // another caller built it first
+            Err(e) => Err(Error::io("rename", &dest, e)),
+        }
+    });
+    if !matches!(moved, Ok(true)) {
+        make_writable(&build);
+        let _ = std::fs::remove_dir_all(&build);
+    }
+    moved.map(|_| dest)
+}
+
+fn build_tree(
+    build: &Path,
+    files: &[TreeFile],
+    blob_path: &dyn Fn(&Digest) -> Result<PathBuf>,
+) -> Result<()> {
+    let mut dirs = std::collections::BTreeSet::from([build.to_path_buf()]);
+    for f in files {
+        let target = build.join(&f.path);
+        // The directories above `target` not made yet (every path is under `build`).
+        let mut fresh = Vec::new();
+        let mut d = target.parent();
+        while let Some(p) = d
+            && !dirs.contains(p)
+        {
+            fresh.push(p.to_path_buf());
+            d = p.parent();
+        }
+        if let Some(deepest) = fresh.first() {
+            std::fs::create_dir_all(deepest).ctx("create directory", deepest)?;
+        }
+        dirs.extend(fresh);
+        let src = blob_path(&f.hash)?;
+        std::fs::hard_link(&src, &target).ctx("link", &target)?;
+    }
+    // Deepest first, so that each directory is still writable while its children change.
+    let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        set_mode(&d, 0o550)?;
+    }
+    Ok(())
+}
+
+/// Whether every file of a built tree is still a link to its blob's file.
+fn tree_is_current(
+    dest: &Path,
+    files: &[TreeFile],
+    blob_path: &dyn Fn(&Digest) -> Result<PathBuf>,
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    files.iter().all(|f| {
+        let have = std::fs::metadata(dest.join(&f.path));
+        let want = blob_path(&f.hash)
+            .and_then(|p| std::fs::metadata(&p).map_err(|e| Error::io("stat", &p, e)));
+        matches!((have, want), (Ok(h), Ok(w)) if (h.dev(), h.ino()) == (w.dev(), w.ino()))
+    })
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {

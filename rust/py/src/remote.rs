@@ -337,6 +337,61 @@ impl PyRemoteStore {
         py.detach(|| self.inner.verify_blob(&d)).py_err()
     }
 
+    // -- staging, records of stored blobs, directory artifacts -------------------------------
+
+    fn stage(&self, py: Python<'_>, ext: &str) -> PyResult<String> {
+        let p = py.detach(|| self.inner.stage(ext)).py_err()?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+
+    #[pyo3(signature = (suffix = ""))]
+    fn stage_dir(&self, py: Python<'_>, suffix: &str) -> PyResult<String> {
+        let p = py.detach(|| self.inner.stage_dir(suffix)).py_err()?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+
+    fn ingest(&self, py: Python<'_>, staged: PathBuf, meta: MetaArgs<'_>) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
+        let recs = py.detach(|| self.inner.ingest(&staged, std::slice::from_ref(&meta)));
+        self.one(recs)
+    }
+
+    fn ingest_dir(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        meta: MetaArgs<'_>,
+        cleanup: bool,
+    ) -> PyResult<PyArtifact> {
+        let meta = self.meta(meta)?;
+        let recs = py.detach(|| {
+            self.inner
+                .ingest_dir(&path, std::slice::from_ref(&meta), cleanup)
+        });
+        self.one(recs)
+    }
+
+    fn tree_dir(&self, py: Python<'_>, r: &str) -> PyResult<String> {
+        let d = self.digest(r)?;
+        let p = py.detach(|| self.inner.tree_dir(&d)).py_err()?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+
+    fn record_many(
+        &self,
+        py: Python<'_>,
+        r: &str,
+        metas: Vec<MetaArgs<'_>>,
+    ) -> PyResult<Vec<PyArtifact>> {
+        let d = self.digest(r)?;
+        let metas = metas
+            .into_iter()
+            .map(|m| self.meta(m))
+            .collect::<PyResult<Vec<_>>>()?;
+        let recs = py.detach(|| self.inner.record(d, &metas)).py_err()?;
+        Ok(self.artifacts(recs))
+    }
+
     // -- operations: stats, verify, gc, retention (conversions shared with CoreStore) ------
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -112,6 +112,11 @@ impl Inner {
     }
 
     pub(super) fn flush(&self) -> Result<()> {
+        if self.durability == Durability::Fsync {
+            // Every acknowledged operation is stored already; a failed one was reported to
+            // its caller and is not this call's to report again.
+            return Ok(());
+        }
         let last = {
             let c = self.commit.lock();
             if !c.pending.is_empty() {
@@ -121,10 +126,8 @@ impl Inner {
             }
         };
         if let Some(n) = last {
-            let r = self.wait_for(n);
-            if self.durability == Durability::Fsync {
-                return r;
-            }
+            // A batch that fails here is kept as stuck and retried just below.
+            let _ = self.wait_for(n);
         }
         // Segments that failed before: again, in order.
         let stuck = std::mem::take(&mut self.commit.lock().stuck);

@@ -8,7 +8,7 @@
 //! safety interval, and keys, once marked, are never relied on again:
 //!
 //! 1. **Mark.** A gc lists `blobs/`, refreshes the index and writes a marker object
-//!    `gc/<ms>-<writer>.json` naming the keys that no live record names and that are older
+//!    `gc/<ms>-<writer><clock>.json` (a name never used twice) naming the keys that no live record names and that are older
 //!    than the caller's grace. Nothing is deleted.
 //! 2. **Sweep.** A later gc, once a marker is older than `S = 1.25 L + 1 s` (`L`: the store's
 //!    gc lease, `gc_lease_ms` in `STORE.json`, default 10 minutes; ages by the bucket's clock,
@@ -20,10 +20,12 @@
 //! - they never upload to, nor rely on, a key named by a marker they know of; their view of
 //!   the markers is at most `L/8` old when they rely on a key. A blob whose every key is
 //!   marked is copied (inside the bucket) to a fresh key `<primary>.<suffix>`;
-//! - a confirmation that a blob is in the bucket is trusted for `L/4`, and a segment is
-//!   stored only if every blob object its records name was confirmed less than `L/2` ago
-//!   (otherwise it is confirmed again first); the segment upload itself must finish within
-//!   the remaining `L/2` (the request timeout and retries are far below that by default).
+//! - a confirmation that a blob is in the bucket is dated by the marker view it was made
+//!   with, and trusted for `L/4`; a segment is stored only if every blob object its records
+//!   name (directly, through a directory manifest, or as the record a pin may bring back) was
+//!   confirmed less than `L/2` ago (otherwise it is confirmed again first); the segment upload
+//!   itself must finish within the remaining `L/2`: the lease must exceed twice the longest
+//!   a request can take with its retries (30 s x 4 by default, far below 10 minutes).
 //!   In `"os"` durability a batch older than `L/4` goes up at the next write; a batch kept
 //!   longer than `S` (no write, no flush) may find its blob swept, and its upload then fails
 //!   naming the blob.
@@ -87,7 +89,12 @@ impl Inner {
     pub(super) fn digest_of_key(&self, rel: &str) -> Option<Digest> {
         let rest = rel.strip_prefix("blobs/")?;
         let (head, tail) = rest.split_once('/')?;
-        let tail = tail.split_once('.').map_or(tail, |(t, _)| t);
+        let tail = match tail.split_once('.') {
+            // A copy's suffix: this writer id and a clock value, in hex (see `fresh_key`).
+            Some((t, sfx)) if sfx.len() > 16 && sfx.bytes().all(|b| b.is_ascii_hexdigit()) => t,
+            Some(_) => return None,
+            None => tail,
+        };
         let hex = format!("{head}{tail}");
         if head.len() != 2 || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
@@ -127,9 +134,11 @@ impl Inner {
                     let Some(bytes) = self.get_bytes(&name).await? else {
                         continue; // swept meanwhile
                     };
-                    let body: MarkerBody = serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::corrupt(format!("gc marker {}{name}: {e}", self.prefix))
-                    })?;
+                    // One that does not parse is not runstash's (or is damaged): it names
+                    // nothing, so it deletes nothing and protects nothing.
+                    let Ok(body) = serde_json::from_slice::<MarkerBody>(&bytes) else {
+                        continue;
+                    };
                     let keys = Arc::new(body.keys.into_iter().collect::<HashSet<_>>());
                     self.state
                         .lock()
@@ -190,7 +199,13 @@ impl Inner {
                 .iter()
                 .filter_map(|op| match op {
                     Op::Put(r) => Some(r.digest),
+                    // A pin or unpin ordered after a delete brings the record back.
+                    Op::Pin { id, .. } => st.ledger.digest_of(*id),
                     _ => None,
+                })
+                .flat_map(|d| {
+                    let members = st.tree_members.get(d.bytes()).cloned();
+                    std::iter::once(d).chain(members.into_iter().flat_map(|m| m.to_vec()))
                 })
                 .filter(|d| {
                     !in_seg.contains(d.bytes())
@@ -219,7 +234,7 @@ impl Inner {
 
     /// The bucket's clock now, in ms: the modification time of an object written now.
     async fn bucket_now_ms(&self) -> Result<i64> {
-        let key = self.key_path(&format!("gc/clock-{}", self.writer));
+        let key = self.key_path(&format!("gc/clock-{}{:x}", self.writer, self.tick()));
         self.s3
             .put(&key, PutPayload::from_static(b""))
             .await
@@ -234,12 +249,16 @@ impl Inner {
     }
 }
 
+/// `gc/<16 digits>-<writer id and clock: 32 hex>.json`.
 fn is_marker_name(name: &str) -> bool {
     name.strip_prefix("gc/")
         .and_then(|n| n.strip_suffix(".json"))
         .and_then(|n| n.split_once('-'))
         .is_some_and(|(ms, w)| {
-            !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) && !w.is_empty()
+            ms.len() == 16
+                && ms.bytes().all(|b| b.is_ascii_digit())
+                && w.len() == 32
+                && w.bytes().all(|b| b.is_ascii_hexdigit())
         })
 }
 
@@ -372,7 +391,12 @@ impl RemoteStore {
                 }
             }
             if !new_marks.is_empty() {
-                let name = format!("gc/{:016}-{}.json", now.max(0), inner.writer);
+                let name = format!(
+                    "gc/{:016}-{}{:016x}.json",
+                    now.max(0),
+                    inner.writer,
+                    inner.tick()
+                );
                 let body = serde_json::to_vec(&MarkerBody { keys: new_marks })
                     .map_err(|e| Error::invalid(format!("gc marker: {e}")))?;
                 let key = inner.key_path(&name);
@@ -396,9 +420,12 @@ mod tests {
 
     #[test]
     fn marker_names() {
-        assert!(is_marker_name("gc/0000001733300000000-ab12.json"));
+        let w = "0123456789abcdef0123456789abcdef";
+        assert!(is_marker_name(&format!("gc/0001796394822000-{w}.json")));
         assert!(!is_marker_name("gc/clock-ab12"));
         assert!(!is_marker_name("gc/README.json"));
         assert!(!is_marker_name("gc/12-.json"));
+        assert!(!is_marker_name("gc/2024-notes.json"));
+        assert!(!is_marker_name(&format!("gc/0001796394822000-{w}0.json")));
     }
 }

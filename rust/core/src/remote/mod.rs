@@ -24,6 +24,7 @@
 
 mod audit;
 mod commit;
+mod dirs;
 mod gc;
 mod meta;
 mod options;
@@ -114,6 +115,9 @@ struct State {
     /// `condemned_at`: this process never writes to nor relies on one ([`gc`]).
     condemned: HashSet<String>,
     condemned_at: Option<Instant>,
+    /// The member blobs of directory manifests this process records: held to the lease
+    /// like the blobs records name ([`dirs`]).
+    tree_members: std::collections::HashMap<[u8; 32], Arc<[Digest]>>,
     /// The keys of each gc marker read (markers are immutable).
     marker_keys: std::collections::HashMap<String, Arc<HashSet<String>>>,
     /// The hybrid logical clock: never behind a segment applied here.
@@ -373,7 +377,7 @@ impl RemoteStore {
         self.record_ops(info.digest, info.size, metas, None)
     }
 
-    fn record_ops(
+    pub(super) fn record_ops(
         &self,
         digest: Digest,
         size: u64,

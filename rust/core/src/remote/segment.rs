@@ -228,6 +228,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// The blob of a record, live or deleted (a pin may bring a deleted one back).
+    pub fn digest_of(&self, id: ArtifactId) -> Option<Digest> {
+        match self.mem.get(id) {
+            Some(r) => Some(r.digest),
+            None => self.grave.get(&id).map(|r| r.digest),
+        }
+    }
+
     /// Applies one operation with its key. Idempotent, and the result does not depend on the
     /// order in which operations arrive.
     pub fn apply(&mut self, op: &Op, key: Key) {

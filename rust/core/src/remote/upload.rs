@@ -3,16 +3,35 @@
 //!
 //! Invariant (the writer half of the gc protocol, see [`super::gc`]): a blob is relied on
 //! (not uploaded again) only under a key that no gc marker known here names, and only on a
-//! confirmation younger than the lease allows; uploads never go to a marked key.
+//! confirmation younger than the lease allows; uploads never go to a marked key. A
+//! confirmation is dated by the marker view it was made with (never later), so the time an
+//! upload or a `HEAD` takes counts against the lease.
 
 use super::*;
 
 impl Inner {
     /// Uploads a blob held in memory unless the bucket has it.
     pub(super) fn upload_bytes(&self, d: &Digest, data: Bytes) -> Result<()> {
+        // An upload slower than half the lease may have outlived a gc's mark and sweep of
+        // the very object it wrote (the server stored it long before answering): look again,
+        // and upload again if it is gone.
+        for _ in 0..3 {
+            self.upload_bytes_once(d, data.clone())?;
+            if self.locate_with(d, false, true)?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Io,
+            format!("blob {d}: uploads keep outlasting the gc lease; nothing was recorded"),
+        ))
+    }
+
+    fn upload_bytes_once(&self, d: &Digest, data: Bytes) -> Result<()> {
         if self.locate(d, false)?.is_some() {
             return Ok(());
         }
+        let view = self.view_time();
         let rel = self.fresh_key(d);
         let key = self.key_path(&rel);
         self.rt.block_on(async {
@@ -30,8 +49,13 @@ impl Inner {
                     .await
             }
         })?;
-        self.confirm(d, &rel);
+        self.confirm(d, &rel, view);
         Ok(())
+    }
+
+    /// When this process's view of the gc markers was taken (now, if it has none).
+    fn view_time(&self) -> Instant {
+        self.state.lock().condemned_at.unwrap_or_else(Instant::now)
     }
 
     /// Where a new upload of `d` goes: its primary key, unless a gc marked that key.
@@ -45,17 +69,28 @@ impl Inner {
         }
     }
 
-    fn confirm(&self, d: &Digest, rel: &str) {
+    fn confirm(&self, d: &Digest, rel: &str, at: Instant) {
         self.state
             .lock()
             .remote_blobs
-            .insert(*d.bytes(), (Arc::from(rel), Instant::now()));
+            .insert(*d.bytes(), (Arc::from(rel), at));
     }
 
     /// The key under which the bucket holds `d` and that no known gc marker names, or `None`.
     /// A recent confirmation is trusted unless `force`. When every key of `d` is marked, one
-    /// is copied (inside the bucket) to a new key, which no marker can name.
+    /// is copied (inside the bucket) to a new key, which no marker can name. `copies`: also
+    /// look for copies when the primary key is simply absent (a caller about to upload need
+    /// not: uploading to the primary key is correct too, and costs no listing).
     pub(super) fn locate(&self, d: &Digest, force: bool) -> Result<Option<Arc<str>>> {
+        self.locate_with(d, force, force)
+    }
+
+    pub(super) fn locate_with(
+        &self,
+        d: &Digest,
+        force: bool,
+        copies: bool,
+    ) -> Result<Option<Arc<str>>> {
         if !force
             && let Some((k, t)) = self.state.lock().remote_blobs.get(d.bytes())
             && t.elapsed() < self.lease_trust()
@@ -63,23 +98,23 @@ impl Inner {
             return Ok(Some(k.clone()));
         }
         self.condemned_fresh()?;
+        let view = self.view_time();
         let primary = self.blob_rel(d);
         if !self.is_condemned(&primary) {
             let key = self.key_path(&primary);
-            return match self.rt.block_on(self.s3.head(&key)) {
+            match self.rt.block_on(self.s3.head(&key)) {
                 Ok(_) => {
-                    self.confirm(d, &primary);
-                    Ok(Some(Arc::from(primary.as_str())))
+                    self.confirm(d, &primary, view);
+                    return Ok(Some(Arc::from(primary.as_str())));
                 }
-                // A copy under another key may exist, but uploading to the primary key is
-                // correct too, and costs no listing in the common case of a new blob.
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(obj_err("head", key.as_ref(), e)),
-            };
+                Err(object_store::Error::NotFound { .. }) if !copies => return Ok(None),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(obj_err("head", key.as_ref(), e)),
+            }
         }
         let keys = self.rt.block_on(self.keys_of(d))?;
         if let Some(k) = keys.iter().find(|k| !self.is_condemned(k)) {
-            self.confirm(d, k);
+            self.confirm(d, k, view);
             return Ok(Some(Arc::from(k.as_str())));
         }
         let rel = self.fresh_key(d);
@@ -89,7 +124,7 @@ impl Inner {
                 .block_on(self.s3.copy(&self.key_path(from), &self.key_path(&rel)));
             match r {
                 Ok(()) => {
-                    self.confirm(d, &rel);
+                    self.confirm(d, &rel, view);
                     return Ok(Some(Arc::from(rel.as_str())));
                 }
                 Err(object_store::Error::NotFound { .. }) => continue, // deleted meanwhile
@@ -99,18 +134,31 @@ impl Inner {
         Ok(None)
     }
 
-    /// Every key (relative to the prefix) holding blob `d`: its primary key and its copies.
+    /// Every key (relative to the prefix) holding blob `d`: its primary key and its copies,
+    /// from one listing that starts just before them.
     pub(super) async fn keys_of(&self, d: &Digest) -> Result<Vec<String>> {
         let primary = self.blob_rel(d);
-        // Listing is by directory (object_store's prefixes are whole path segments).
-        let dir = &primary[..primary.len() - 62];
-        let mut keys: Vec<String> = self
-            .list_meta(dir)
-            .await?
-            .into_iter()
-            .map(|m| m.0)
-            .filter(|k| k == &primary || k.starts_with(&format!("{primary}.")))
-            .collect();
+        // Prefixes are whole path segments: list the fan-out directory from an offset.
+        let dir = self.key_path(&primary[..primary.len() - 62]);
+        let stem = &primary[..primary.len() - 1];
+        let offset = self.key_path(stem);
+        let mut listed = self.s3.list_with_offset(Some(&dir), &offset);
+        let copy_prefix = format!("{primary}.");
+        let mut keys = Vec::new();
+        while let Some(m) = listed.next().await {
+            let m = m.map_err(|e| obj_err("list", dir.as_ref(), e))?;
+            let Some(rel) = m.location.as_ref().strip_prefix(&self.prefix) else {
+                continue;
+            };
+            if !rel.starts_with(stem) {
+                break; // sorted: nothing of `d` follows
+            }
+            if rel == primary
+                || (rel.starts_with(&copy_prefix) && self.digest_of_key(rel).is_some())
+            {
+                keys.push(rel.to_string());
+            }
+        }
         keys.sort();
         Ok(keys)
     }
@@ -118,6 +166,19 @@ impl Inner {
     /// Uploads a file as blob `d` unless the bucket has it. Large files go up in parts that
     /// are hashed as they are read; a mismatch with `d` (the file changed) aborts the upload.
     pub(super) fn upload_file(&self, d: &Digest, src: &Path) -> Result<()> {
+        for _ in 0..3 {
+            self.upload_file_once(d, src)?;
+            if self.locate_with(d, false, true)?.is_some() {
+                return Ok(()); // see upload_bytes
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Io,
+            format!("blob {d}: uploads keep outlasting the gc lease; nothing was recorded"),
+        ))
+    }
+
+    fn upload_file_once(&self, d: &Digest, src: &Path) -> Result<()> {
         if self.locate(d, false)?.is_some() {
             return Ok(());
         }
@@ -130,8 +191,9 @@ impl Inner {
                     src.display()
                 )));
             }
-            return self.upload_bytes(d, Bytes::from(data));
+            return self.upload_bytes_once(d, Bytes::from(data));
         }
+        let view = self.view_time();
         let rel = self.fresh_key(d);
         let key = self.key_path(&rel);
         let file = std::fs::File::open(src).ctx("open", src)?;
@@ -152,7 +214,7 @@ impl Inner {
         });
         self.rt
             .block_on(self.multipart(&key, parts, Some((d, src))))?;
-        self.confirm(d, &rel);
+        self.confirm(d, &rel, view);
         Ok(())
     }
 
@@ -215,36 +277,40 @@ impl Inner {
     }
 
     pub(super) fn remote_has(&self, d: &Digest) -> Result<bool> {
-        Ok(self.locate(d, false)?.is_some())
+        Ok(self.locate_with(d, false, true)?.is_some())
     }
 
-    /// Streams a blob object into the cache, hashing as it comes; a blob whose bytes do not
-    /// match its name is refused (CorruptError) and not cached. The primary key first, then
-    /// the blob's copies.
+    /// Streams a blob into the cache, hashing as it comes: from its primary key, else from
+    /// one of its copies. Bytes that do not match the digest are refused (CorruptError, when
+    /// no key holds good bytes) and not cached.
     pub(super) async fn fetch_blob(&self, d: &Digest) -> Result<PathBuf> {
-        let primary = self.key_path(&self.blob_rel(d));
-        let got = match self.s3.get(&primary).await {
-            Ok(g) => Ok(g),
-            Err(object_store::Error::NotFound { .. }) => {
-                let mut found = Err(Error::not_found(format!(
-                    "read {}: not found in the bucket",
-                    primary.as_ref()
-                )));
-                for k in self.keys_of(d).await? {
-                    match self.s3.get(&self.key_path(&k)).await {
-                        Ok(g) => {
-                            found = Ok(g);
-                            break;
-                        }
-                        Err(object_store::Error::NotFound { .. }) => continue,
-                        Err(e) => return Err(obj_err("read", &k, e)),
-                    }
-                }
-                found
+        let primary = self.blob_rel(d);
+        let mut last = match self.fetch_key(d, &primary).await {
+            Ok(p) => return Ok(p),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => e,
+            Err(e) => return Err(e),
+        };
+        for k in self.keys_of(d).await? {
+            if k == primary {
+                continue;
             }
-            Err(e) => Err(obj_err("read", primary.as_ref(), e)),
-        }?;
-        let key = got.meta.location.clone();
+            match self.fetch_key(d, &k).await {
+                Ok(p) => return Ok(p),
+                Err(e) if e.kind() == ErrorKind::Corrupt => last = e,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_key(&self, d: &Digest, rel: &str) -> Result<PathBuf> {
+        let key = self.key_path(rel);
+        let got = self
+            .s3
+            .get(&key)
+            .await
+            .map_err(|e| obj_err("read", key.as_ref(), e))?;
         let mut w = self.cache.writer("")?;
         let mut stream = got.into_stream();
         while let Some(chunk) = stream.next().await {
