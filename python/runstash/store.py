@@ -507,12 +507,8 @@ class Store(DirectoryArtifacts):
             return self._core.verify(_ref(ref))
         if self._remote:
             r = self.verify_report()
-            return VerifyReport(
-                r.checked,
-                [c.path for c in r.corrupt],
-                list(r.stray),
-                tuple(m.hash for m in r.missing),
-            )
+            corrupt, missing = [c.path for c in r.corrupt], tuple(m.hash for m in r.missing)
+            return VerifyReport(r.checked, corrupt, list(r.stray), missing)
         checked, corrupt, stray, missing = self._core.verify_all()
         return VerifyReport(checked, corrupt, stray, tuple(missing))
 

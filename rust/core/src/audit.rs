@@ -96,15 +96,12 @@ impl IntegrityReport {
     }
 }
 
-impl Store {
-    /// Counts records, blobs and leftovers, and their bytes. Reads every directory entry of
-    /// `blobs/` (one `stat` each) and the index; hashes nothing.
-    pub fn stats(&self) -> Result<StoreStats> {
-        let files = self.blob_files()?;
-        let on_disk: HashSet<Digest> = files.iter().filter_map(|f| f.digest).collect();
-        let live = self.live_now(&HashSet::new(), &mut ManifestCache::new(), Some(&on_disk))?;
+impl StoreStats {
+    /// The record and dedup counts of a live set (local and S3 stores alike); the counts of
+    /// what is stored are the caller's.
+    pub fn of_live(live: &crate::live::LiveSet) -> StoreStats {
         let (blob_count, blob_bytes) = live.distinct();
-        let mut s = StoreStats {
+        StoreStats {
             records: live.records,
             live_bytes: live.live_bytes,
             blob_count,
@@ -115,7 +112,18 @@ impl Store {
                 live.live_bytes as f64 / blob_bytes as f64
             },
             ..StoreStats::default()
-        };
+        }
+    }
+}
+
+impl Store {
+    /// Counts records, blobs and leftovers, and their bytes. Reads every directory entry of
+    /// `blobs/` (one `stat` each) and the index; hashes nothing.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let files = self.blob_files()?;
+        let on_disk: HashSet<Digest> = files.iter().filter_map(|f| f.digest).collect();
+        let live = self.live_now(&HashSet::new(), &mut ManifestCache::new(), Some(&on_disk))?;
+        let mut s = StoreStats::of_live(&live);
         for f in &files {
             let Some(d) = f.digest else {
                 s.stray_files += 1;

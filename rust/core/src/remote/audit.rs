@@ -39,19 +39,9 @@ impl RemoteStore {
                 .sum::<u64>();
         }
         let live = self.live_set(&HashSet::new())?;
-        let (blob_count, blob_bytes) = live.distinct();
         let mut s = StoreStats {
-            records: live.records,
-            live_bytes: live.live_bytes,
-            blob_count,
-            blob_bytes,
-            dedup_ratio: if blob_bytes == 0 {
-                1.0
-            } else {
-                live.live_bytes as f64 / blob_bytes as f64
-            },
             index_bytes,
-            ..StoreStats::default()
+            ..StoreStats::of_live(&live)
         };
         let mut stored: HashSet<Digest> = self.packed_digests();
         for o in &objects {

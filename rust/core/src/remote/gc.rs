@@ -232,6 +232,22 @@ impl Inner {
         Ok(())
     }
 
+    /// Deletes objects (keys relative to the prefix), [`FETCH_CONCURRENCY`] at a time; one
+    /// already gone is fine.
+    pub(super) async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
+        futures::stream::iter(keys)
+            .map(|k| async move {
+                match self.s3.delete(&self.key_path(&k)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(obj_err("delete", &k, e)),
+                }
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
     /// The bucket's clock now, in ms: the modification time of an object written now.
     async fn bucket_now_ms(&self) -> Result<i64> {
         let key = self.key_path(&format!("gc/clock-{}{:x}", self.writer, self.tick()));
@@ -373,15 +389,8 @@ impl RemoteStore {
             return Ok(r);
         }
         inner.rt.block_on(async {
-            futures::stream::iter(sweep.iter().map(|(k, _, _)| k.clone()))
-                .map(|k| async move {
-                    match inner.s3.delete(&inner.key_path(&k)).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                        Err(e) => Err(obj_err("delete", &k, e)),
-                    }
-                })
-                .buffer_unordered(FETCH_CONCURRENCY)
-                .try_collect::<Vec<()>>()
+            inner
+                .delete_all(sweep.iter().map(|(k, _, _)| k.clone()).collect())
                 .await?;
             // Only once its keys are gone: a writer that still sees it avoids them.
             for name in &done_markers {

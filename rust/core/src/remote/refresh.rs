@@ -222,16 +222,7 @@ impl Inner {
             .chain(names.iter().filter(|n| n.starts_with("snap/")).cloned())
             .collect();
         let n = doomed.len();
-        futures::stream::iter(doomed)
-            .map(|name| async move {
-                match self.s3.delete(&self.key_path(&name)).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(obj_err("delete", &name, e)),
-                }
-            })
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+        self.delete_all(doomed).await?;
         let _ = gone; // held by another snapshot already
         Ok(n)
     }
