@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from . import _core
 from .args import PathArg
@@ -63,10 +62,10 @@ def _open_remote(
     durability: str,
     pack_max: int,
     create: bool = True,
-) -> Any:
+) -> _core.CoreStore:
     o = s3 or S3Options()
     cache = os.fspath(o.cache_dir) if o.cache_dir is not None else _default_cache_dir(url)
-    return _core.RemoteStore(
+    return _core.open_s3(
         url,
         cache,
         hash,

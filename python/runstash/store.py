@@ -142,6 +142,12 @@ class Store(DirectoryArtifacts):
         return self._remote
 
     @property
+    def staging_dir(self) -> str:
+        """Where :meth:`stage` and :meth:`stage_dir` make their files: ``<root>/staging``, or,
+        for an S3 store, ``staging/`` in its local cache."""
+        return self._core.staging_dir
+
+    @property
     def hash_algo(self) -> str:
         """The store's content hash: ``"blake3"`` or ``"sha256"``."""
         return self._hash_algo
@@ -427,14 +433,12 @@ class Store(DirectoryArtifacts):
     def refresh(self) -> None:
         """Apply what other writers added to the index now (an S3 store; a local store is
         always current, and this does nothing)."""
-        if self._remote:
-            self._core.refresh()
+        self._core.refresh()
 
     def flush(self) -> None:
         """Upload writes still buffered (an S3 store in ``"os"`` durability); returns when
         they are in the bucket. Does nothing otherwise."""
-        if self._remote:
-            self._core.flush()
+        self._core.flush()
 
     def close(self) -> None:
         """Release the store's open files (an S3 store uploads buffered writes first, and
@@ -442,7 +446,7 @@ class Store(DirectoryArtifacts):
         afterwards raise :class:`~runstash.errors.RunstashError`; ``root`` and the settings
         stay readable."""
         try:
-            if self._remote and not isinstance(self._core, _ClosedCore):
+            if not isinstance(self._core, _ClosedCore):
                 self._core.flush()  # its error, if any, is this call's (and only this one's)
         finally:
             if self._finalizer is not None:
@@ -505,10 +509,6 @@ class Store(DirectoryArtifacts):
         (returns a :class:`VerifyReport`)."""
         if ref is not None:
             return self._core.verify(_ref(ref))
-        if self._remote:
-            r = self.verify_report()
-            corrupt, missing = [c.path for c in r.corrupt], tuple(m.hash for m in r.missing)
-            return VerifyReport(r.checked, corrupt, list(r.stray), missing)
         checked, corrupt, stray, missing = self._core.verify_all()
         return VerifyReport(checked, corrupt, stray, tuple(missing))
 

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 use crate::hash::Digest;
 use crate::index::ArtifactId;
-use crate::live::{LiveSet, ManifestCache, named_at};
+use crate::live::{ManifestCache, named_at};
 use crate::store::Store;
 
 /// Candidates deleted per hold of the index lock: bounds how long writers wait on gc.
@@ -64,13 +64,9 @@ pub struct GcReport {
 
 impl Store {
     /// Deletes blob files that no live record names and that got their name more than
-    /// `grace` ago; with `dry_run`, only reports what it would delete.
-    pub fn gc(&self, dry_run: bool, grace: Duration) -> Result<GcReport> {
-        self.gc_assuming_deleted(dry_run, grace, &HashSet::new())
-    }
-
-    /// `gc`, computed as if the records in `assume_deleted` were already gone: a preview of
-    /// deleting them. Only a dry run may assume (a real run must see the real index).
+    /// `grace` ago, computed as if the records in `assume_deleted` were already gone (a
+    /// preview of deleting them: only a dry run may assume, a real run must see the real
+    /// index). With `dry_run`, only reports. `ArtifactStore::gc` assumes nothing.
     pub fn gc_assuming_deleted(
         &self,
         dry_run: bool,
@@ -114,7 +110,7 @@ impl Store {
         report.scanned = files.len() as u64;
         let mut cache = ManifestCache::new();
         let live = self.live_now(assume_deleted, &mut cache, None)?;
-        refuse_unknown_trees(&live)?;
+        live.refuse_unreadable_trees("gc")?;
         let mut candidates = Vec::new();
         for f in files {
             let Some(d) = f.digest else { continue };
@@ -171,7 +167,7 @@ impl Store {
             self.check_intact()?;
             self.index().locked(|m, packed| {
                 let live = self.live_in(m, packed, &none, &mut cache, None);
-                refuse_unknown_trees(&live)?;
+                live.refuse_unreadable_trees("gc")?;
                 for (d, path, _) in chunk {
                     if live.contains(d) {
                         report.revived += 1;
@@ -214,20 +210,10 @@ struct GcPlan {
     live_trees: HashSet<Digest>,
 }
 
-/// Without a live manifest's contents, any blob might be one of its files: delete nothing.
-fn refuse_unknown_trees(live: &LiveSet) -> Result<()> {
-    match live.unreadable_trees.first() {
-        None => Ok(()),
-        Some((d, why)) => Err(Error::corrupt(format!(
-            "gc refused: the manifest {d} of a live directory artifact cannot be read ({why}), so \
-             its files are unknown; run verify, and delete that artifact or restore the blob"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ArtifactStore;
     use crate::atomic::Durability;
     use crate::index::RecordMeta;
     use crate::store::OpenOptions;

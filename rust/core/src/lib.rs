@@ -12,6 +12,7 @@
 //! - [`tree`]: directory artifacts (manifest, ingest, built trees).
 //! - [`remote`] (feature `s3`): a store on S3-compatible object storage.
 
+pub mod api;
 pub mod atomic;
 pub mod audit;
 pub mod blob_writer;
@@ -33,6 +34,7 @@ pub mod store;
 pub mod tree;
 pub mod uri;
 
+pub use api::ArtifactStore;
 pub use atomic::{AtomicFile, Durability, write_atomic};
 pub use audit::{IntegrityReport, MissingBlob, StoreStats, VerifyProgress};
 pub use blobs::{BlobInfo, BlobStore, BlobWriter, VerifyReport};

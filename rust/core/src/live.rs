@@ -49,6 +49,19 @@ pub struct LiveSet {
 }
 
 impl LiveSet {
+    /// `Corrupt` when a live directory artifact's manifest cannot be read: without its
+    /// contents any blob might be one of its files, so `op` (gc, keep_best) deletes nothing.
+    pub fn refuse_unreadable_trees(&self, op: &str) -> crate::error::Result<()> {
+        match self.unreadable_trees.first() {
+            None => Ok(()),
+            Some((d, why)) => Err(crate::error::Error::corrupt(format!(
+                "{op} refused, nothing deleted: the manifest {d} of a live directory artifact \
+                 cannot be read ({why}), so which files it holds is unknown; run verify, and \
+                 delete that artifact or restore the blob"
+            ))),
+        }
+    }
+
     /// The records of `m`, leaving out those in `except` (a preview of deleting them).
     /// Manifests are not read here: [`Store::live_now`] does it.
     pub fn of_index(m: &MemIndex, except: &HashSet<ArtifactId>) -> LiveSet {

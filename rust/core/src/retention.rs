@@ -12,13 +12,17 @@
 //! - The deletes are one append whose check runs under the index lock: if any planned record
 //!   was pinned or deleted by someone else meanwhile, nothing is deleted and the plan is made
 //!   again from the new state. Records that arrive meanwhile only push others down, so they
-//!   never make a planned delete wrong.
+//!   never make a planned delete wrong. On S3 the deletes are one segment, and a concurrent
+//!   pin on another machine resolves against them by the segment rule (the later clock wins).
+//! - One implementation for both stores ([`keep_best`], over `ArtifactStore`): the store
+//!   supplies the index, the live set, and the delete.
 //!
 //! Only records go; their blobs stay until garbage collection.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 
+use crate::api::ArtifactStore;
 use crate::error::{Error, Result};
 use crate::index::{ArtifactId, Filter, MemIndex, Mode, Op};
 use crate::store::Store;
@@ -104,66 +108,44 @@ pub fn plan_in(
     plan
 }
 
-impl Store {
-    /// Plans a retention pass from the current index (deletes nothing).
-    pub fn plan_keep_best(
-        &self,
-        filter: &Filter,
-        metric: &str,
-        mode: Mode,
-        k: usize,
-        per: Per,
-    ) -> Result<RetentionPlan> {
-        self.index()
-            .read(|m| plan_in(m, filter, metric, mode, k, per))
-    }
-
-    /// Keeps the top `k` records of each group by `metric` and deletes the rest that are not
-    /// pinned (see the module docs); with `dry_run`, only plans.
-    pub fn keep_best(
-        &self,
-        filter: &Filter,
-        metric: &str,
-        mode: Mode,
-        k: usize,
-        per: Per,
-        dry_run: bool,
-    ) -> Result<RetentionPlan> {
-        for _ in 0..ATTEMPTS {
-            let mut plan = self.plan_keep_best(filter, metric, mode, k, per)?;
-            if dry_run || plan.delete.is_empty() {
-                return Ok(plan);
-            }
-            plan.dry_run = false;
-            // A removed or replaced index cannot say which records are the best.
-            self.check_intact()?;
-            // The gc that follows would refuse (a live directory's files are unknown): refuse
-            // now, before any record is deleted, rather than delete and then fail.
-            let live = self.live_now(
-                &std::collections::HashSet::new(),
-                &mut crate::live::ManifestCache::new(),
-                None,
-            )?;
-            if let Some((d, why)) = live.unreadable_trees.first() {
-                return Err(Error::corrupt(format!(
-                    "keep_best refused, nothing deleted: the manifest {d} of a live directory \
-                     artifact cannot be read ({why}), so gc could not reclaim the space; run \
-                     verify, and delete that artifact or restore the blob"
-                )));
-            }
-            if self.delete_unpinned(&plan.delete)? {
-                return Ok(plan);
-            }
+/// Keeps the top `k` records of each group by `metric` and deletes the rest that are not
+/// pinned (see the module docs), on either store; with `dry_run`, only plans. This is
+/// [`ArtifactStore::keep_best`](crate::ArtifactStore::keep_best).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn keep_best<S: ArtifactStore + ?Sized>(
+    s: &S,
+    filter: &Filter,
+    metric: &str,
+    mode: Mode,
+    k: usize,
+    per: Per,
+    dry_run: bool,
+) -> Result<RetentionPlan> {
+    for _ in 0..ATTEMPTS {
+        let mut plan = None;
+        s.read_index(&mut |m| plan = Some(plan_in(m, filter, metric, mode, k, per)))?;
+        let mut plan = plan.unwrap_or_default();
+        if dry_run || plan.delete.is_empty() {
+            return Ok(plan);
         }
-        Err(Error::new(
-            crate::ErrorKind::Io,
-            format!(
-                "keep_best gave up after {ATTEMPTS} attempts: other processes kept pinning or \
-                 deleting the records it planned to delete"
-            ),
-        ))
+        plan.dry_run = false;
+        // The gc that follows would refuse (a live directory's files are unknown): refuse
+        // now, before any record is deleted, rather than delete and then fail.
+        s.live_set()?.refuse_unreadable_trees("keep_best")?;
+        if s.delete_unpinned(&plan.delete)? {
+            return Ok(plan);
+        }
     }
+    Err(Error::new(
+        crate::ErrorKind::Io,
+        format!(
+            "keep_best gave up after {ATTEMPTS} attempts: other processes kept pinning or \
+             deleting the records it planned to delete"
+        ),
+    ))
+}
 
+impl Store {
     /// Deletes all of `ids` in one append, if every one is still there and unpinned under the
     /// lock; otherwise deletes none and returns `Ok(false)`.
     pub fn delete_unpinned(&self, ids: &[ArtifactId]) -> Result<bool> {

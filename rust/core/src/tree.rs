@@ -139,6 +139,32 @@ fn is_inside(rel: &str) -> bool {
 /// The regular files under `root` (a canonical path) as (relative path, source), every entry
 /// checked first. A symlink must resolve inside `root`: to a file it is that file, to a
 /// directory it is not descended (as Python's `os.walk` does).
+/// What every `ingest_dir` starts with: `dir` must be a directory (its path without NUL);
+/// returns its canonical path and its files as [`walk`] finds them.
+pub(crate) fn open_dir(dir: &Path) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
+    crate::input::check_no_nul(dir)?;
+    if !dir.is_dir() {
+        return Err(
+            Error::invalid(format!("ingest_dir: not a directory: {}", dir.display()))
+                .with_path(dir),
+        );
+    }
+    let root = std::fs::canonicalize(dir).ctx("resolve", dir)?;
+    let entries = walk(&root)?;
+    Ok((root, entries))
+}
+
+/// What every `ingest_dir` ends with: with `cleanup`, the ingested directory `root` is removed
+/// if `stage_dir` made it (it is directly under `staging`): its bytes are all in the store.
+pub(crate) fn remove_if_staged(root: &Path, staging: &Path, cleanup: bool) -> Result<()> {
+    let staging = std::fs::canonicalize(staging).ok();
+    if cleanup && staging.is_some() && root.parent() == staging.as_deref() {
+        make_writable(root);
+        std::fs::remove_dir_all(root).ctx("remove", root)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let refuse = |msg: String, p: &Path| Err(Error::invalid(msg).with_path(p));
     let mut out = Vec::new();
@@ -214,18 +240,10 @@ impl Store {
         metas: &[RecordMeta],
         cleanup: bool,
     ) -> Result<Vec<OwnedRecord>> {
-        crate::input::check_no_nul(dir)?;
-        if !dir.is_dir() {
-            return Err(
-                Error::invalid(format!("ingest_dir: not a directory: {}", dir.display()))
-                    .with_path(dir),
-            );
-        }
         for m in metas {
             self.check_meta(m)?;
         }
-        let root = std::fs::canonicalize(dir).ctx("resolve", dir)?;
-        let entries = walk(&root)?;
+        let (root, entries) = open_dir(dir)?;
         let mut files = Vec::with_capacity(entries.len());
         let mut members = Vec::with_capacity(entries.len());
         for (rel, src) in entries {
@@ -241,11 +259,7 @@ impl Store {
         let mut w = self.writer(".json")?;
         w.write_all(&manifest)?;
         let recs = self.commit_tree(w, metas, &members)?;
-        let staging = std::fs::canonicalize(self.blobs().staging_dir()).ok();
-        if cleanup && staging.is_some() && root.parent() == staging.as_deref() {
-            make_writable(&root);
-            std::fs::remove_dir_all(&root).ctx("remove", &root)?;
-        }
+        remove_if_staged(&root, self.blobs().staging_dir(), cleanup)?;
         Ok(recs)
     }
 

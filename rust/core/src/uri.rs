@@ -1,5 +1,6 @@
-//! Blob URIs of a local store: `file://` plus the percent-encoded absolute path of the blob's
-//! file. The only place that formats or parses one.
+//! Blob URIs: a store's prefix (a local store: `file://` plus the percent-encoded absolute
+//! path of `blobs/`; an S3 store: `s3://bucket/prefix/blobs/`), then `<2 hex>/<rest>`. The only
+//! place that formats or parses one.
 
 use std::path::Path;
 
@@ -17,6 +18,24 @@ pub(crate) fn file_uri(path: &Path) -> String {
         }
     }
     out
+}
+
+/// The URI of the blob `d` in a store whose blob URIs start with `prefix` (ending in `/`).
+pub fn blob_uri(prefix: &str, d: &Digest) -> String {
+    let hex = d.hex();
+    format!("{prefix}{}/{}", &hex[..2], &hex[2..])
+}
+
+/// The digest named by a blob URI starting with `prefix` (an S3 store's); an error for any
+/// other URI.
+pub(crate) fn digest_from_prefixed(prefix: &str, algo: HashAlgo, uri: &str) -> Result<Digest> {
+    let rest = uri
+        .strip_prefix(prefix)
+        .ok_or_else(|| Error::invalid(format!("{uri} does not belong to this store ({prefix})")))?;
+    let hex: String = rest.chars().filter(|&c| c != '/').collect();
+    format!("{}:{hex}", algo.name())
+        .parse()
+        .map_err(|_| Error::invalid(format!("URI {uri:?} does not name a blob of this store")))
 }
 
 /// Undoes [`file_uri`]'s escapes; a `%` not followed by two hex digits stays as it is.

@@ -39,10 +39,7 @@ impl PyArtifact {
     pub(crate) fn uri_string(&self) -> String {
         match &self.rec.uri {
             Some(u) => u.to_string(),
-            None => {
-                let hex = self.rec.digest.hex();
-                format!("{}{}/{}", self.uri_prefix, &hex[..2], &hex[2..])
-            }
+            None => core::uri::blob_uri(&self.uri_prefix, &self.rec.digest),
         }
     }
 }

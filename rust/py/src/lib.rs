@@ -3,9 +3,10 @@
 //! `runstash.errors`. It holds no logic of its own.
 //!
 //! One file per idea: [`errors`], [`functions`] (module functions, buffers), [`args`]
-//! (keyword arguments into core types), [`artifact`], [`store`] (`CoreStore`), [`writer`]
-//! (`CoreWriter`), [`reports`] (reports as dicts), `remote` (`RemoteStore`, feature `s3`). Each imports what it needs from
-//! here with `use super::*`.
+//! (keyword arguments into core types), [`artifact`], [`store`] (`CoreStore`, over any
+//! `runstash_core::ArtifactStore`), `open` (`open_s3`, feature `s3`), [`writer`]
+//! (`CoreWriter`), [`reports`] (reports as dicts). Each imports what it needs from here with
+//! `use super::*`.
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
@@ -23,14 +24,14 @@ mod artifact;
 mod errors;
 mod functions;
 #[cfg(feature = "s3")]
-mod remote;
+mod open;
 mod reports;
 mod store;
 mod writer;
 
 use runstash_core as core;
 use runstash_core::index::{ArtifactId, Filter, Mode, OwnedRecord, OwnedValue, RecordMeta};
-use runstash_core::{Digest, Durability, ErrorKind, HashAlgo};
+use runstash_core::{ArtifactStore, Digest, Durability, ErrorKind, HashAlgo};
 
 use args::*;
 use artifact::*;
@@ -49,7 +50,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStore>()?;
     m.add_class::<PyWriter>()?;
     #[cfg(feature = "s3")]
-    m.add_class::<remote::PyRemoteStore>()?;
+    m.add_function(wrap_pyfunction!(open::open_s3, m)?)?;
     m.add("FORMAT_VERSION", core::FORMAT_VERSION)?;
     m.add("TREE_MIME", core::TREE_MIME)?;
     Ok(())

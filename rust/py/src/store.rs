@@ -1,11 +1,14 @@
-//! `CoreStore`: the engine's local store handle; `runstash.Store` wraps it.
+//! `CoreStore`: the engine's store handle, local or S3 alike (`runstash_core::ArtifactStore`);
+//! `runstash.Store` wraps it. `CoreStore(root, ...)` opens a local store, `open_s3` (in
+//! [`crate::open`]) an S3 one. Every method converts arguments, releases the GIL, and maps
+//! errors; none asks which kind of store it has.
 
 use super::*;
 
 /// The engine's store handle. Python code uses `runstash.Store`, which wraps this.
 #[pyclass(frozen, module = "runstash._core", name = "CoreStore")]
 pub(crate) struct PyStore {
-    pub(crate) inner: core::Store,
+    pub(crate) inner: Arc<dyn ArtifactStore>,
 }
 
 impl PyStore {
@@ -25,16 +28,17 @@ impl PyStore {
 
     /// A digest from "algo:hex", a bare hex string (the store's algorithm), or a blob URI.
     pub(crate) fn digest(&self, r: &str) -> PyResult<Digest> {
-        let d = if r.starts_with("file://") {
-            self.inner.digest_from_uri(r)
-        } else if r.contains(':') {
-            r.parse::<Digest>()
-        } else {
-            format!("{}:{r}", self.inner.blobs().algo()).parse::<Digest>()
-        }
-        .py_err()?;
-        self.inner.blobs().check_digest(&d).py_err()?;
-        Ok(d)
+        self.inner.parse_ref(r).py_err()
+    }
+
+    /// The records `f` picks from the index, as artifacts.
+    fn query(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&core::index::MemIndex) -> Vec<OwnedRecord> + Send,
+    ) -> PyResult<Vec<PyArtifact>> {
+        let recs = py.detach(|| self.inner.read(f)).py_err()?;
+        Ok(self.artifacts(recs))
     }
 }
 
@@ -60,22 +64,25 @@ impl PyStore {
             create,
         };
         let inner = py.detach(|| core::Store::open(&root, opts)).py_err()?;
-        Ok(PyStore { inner })
+        Ok(PyStore {
+            inner: Arc::new(inner),
+        })
     }
 
     #[getter]
+    /// The store's root path, or its `s3://` URL.
     fn root(&self) -> String {
-        self.inner.root().to_string_lossy().into_owned()
+        self.inner.location()
     }
 
     #[getter]
     fn hash_algo(&self) -> &'static str {
-        self.inner.blobs().algo().name()
+        self.inner.algo().name()
     }
 
     #[getter]
     fn durability(&self) -> &'static str {
-        self.inner.blobs().durability().name()
+        self.inner.durability().name()
     }
 
     #[getter]
@@ -85,11 +92,7 @@ impl PyStore {
 
     #[getter]
     fn staging_dir(&self) -> String {
-        self.inner
-            .blobs()
-            .staging_dir()
-            .to_string_lossy()
-            .into_owned()
+        self.inner.staging_dir().to_string_lossy().into_owned()
     }
 
     fn put_bytes(
@@ -113,15 +116,13 @@ impl PyStore {
 
     #[pyo3(signature = (ext = ""))]
     fn stage(&self, py: Python<'_>, ext: &str) -> PyResult<String> {
-        let p = py.detach(|| self.inner.blobs().stage(ext)).py_err()?;
+        let p = py.detach(|| self.inner.stage(ext)).py_err()?;
         Ok(p.to_string_lossy().into_owned())
     }
 
     #[pyo3(signature = (suffix = ""))]
     fn stage_dir(&self, py: Python<'_>, suffix: &str) -> PyResult<String> {
-        let p = py
-            .detach(|| self.inner.blobs().stage_dir(suffix))
-            .py_err()?;
+        let p = py.detach(|| self.inner.stage_dir(suffix)).py_err()?;
         Ok(p.to_string_lossy().into_owned())
     }
 
@@ -136,7 +137,7 @@ impl PyStore {
         let w = py.detach(|| self.inner.writer(ext)).py_err()?;
         Ok(PyWriter {
             inner: Mutex::new(Some(w)),
-            store: WriterOwner::Local(Box::new(self.inner.clone())),
+            store: self.inner.clone(),
             meta,
         })
     }
@@ -177,12 +178,7 @@ impl PyStore {
             .into_iter()
             .map(|m| self.meta(m))
             .collect::<PyResult<Vec<_>>>()?;
-        let recs = py
-            .detach(|| {
-                let size = self.inner.blob_size(&d)?;
-                self.inner.record(d, size, &metas)
-            })
-            .py_err()?;
+        let recs = py.detach(|| self.inner.record_stored(d, &metas)).py_err()?;
         Ok(self.artifacts(recs))
     }
 
@@ -192,10 +188,10 @@ impl PyStore {
         let Ok(id) = id.parse::<ArtifactId>() else {
             return Ok(None);
         };
-        let r = py
-            .detach(|| self.inner.index().read(|m| m.get(id).map(|r| m.resolve(r))))
-            .py_err()?;
-        Ok(r.map(|r| PyArtifact::new(r, self.inner.blob_uri_prefix())))
+        let found = self.query(py, |m| {
+            m.get(id).map(|r| m.resolve(r)).into_iter().collect()
+        })?;
+        Ok(found.into_iter().next())
     }
 
     #[pyo3(signature = (filter, limit = None))]
@@ -207,23 +203,17 @@ impl PyStore {
     ) -> PyResult<Vec<PyArtifact>> {
         let limit = limit.map(|n| count_arg("limit", n)).transpose()?;
         let f = filter.into_filter()?;
-        let recs = py
-            .detach(|| {
-                self.inner.index().read(|m| {
-                    m.list(&f, limit)
-                        .into_iter()
-                        .map(|r| m.resolve(r))
-                        .collect()
-                })
-            })
-            .py_err()?;
-        Ok(self.artifacts(recs))
+        self.query(py, |m| {
+            m.list(&f, limit)
+                .into_iter()
+                .map(|r| m.resolve(r))
+                .collect()
+        })
     }
 
     fn count(&self, py: Python<'_>, filter: FilterArgs<'_>) -> PyResult<usize> {
         let f = filter.into_filter()?;
-        py.detach(|| self.inner.index().read(|m| m.count(&f)))
-            .py_err()
+        py.detach(|| self.inner.read(|m| m.count(&f))).py_err()
     }
 
     #[pyo3(signature = (filter, metric, mode, k))]
@@ -238,17 +228,12 @@ impl PyStore {
         let k = count_arg("k", k)?;
         let f = filter.into_filter()?;
         let mode: Mode = mode.parse().py_err()?;
-        let recs = py
-            .detach(|| {
-                self.inner.index().read(|m| {
-                    m.top_k(&f, metric, mode, k)
-                        .into_iter()
-                        .map(|r| m.resolve(r))
-                        .collect()
-                })
-            })
-            .py_err()?;
-        Ok(self.artifacts(recs))
+        self.query(py, |m| {
+            m.top_k(&f, metric, mode, k)
+                .into_iter()
+                .map(|r| m.resolve(r))
+                .collect()
+        })
     }
 
     fn best(
@@ -273,22 +258,29 @@ impl PyStore {
         py.detach(|| self.inner.delete(id)).py_err()
     }
 
+    /// Writes a snapshot of the index (on S3: in place of every index object seen).
     fn compact(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.index().compact()).py_err()
+        py.detach(|| self.inner.compact()).py_err()
+    }
+
+    /// Applies what other writers added to the index (nothing to do on a local store).
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.refresh()).py_err()
+    }
+
+    /// Stores buffered operations (S3 in `"os"` durability; nothing to do otherwise).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.flush()).py_err()
     }
 
     /// Every live record, oldest first, as columns:
     /// (scalar columns dict, labels list of dicts, metric names, metric value lists).
     fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let f = Filter::default();
-        let recs: Vec<OwnedRecord> = py
-            .detach(|| {
-                self.inner
-                    .index()
-                    .read(|m| m.list(&f, None).into_iter().map(|r| m.resolve(r)).collect())
-            })
-            .py_err()?;
-        columns_dict(py, &self.artifacts(recs))
+        let arts = self.query(py, |m| {
+            m.list(&f, None).into_iter().map(|r| m.resolve(r)).collect()
+        })?;
+        columns_dict(py, &arts)
     }
 
     #[pyo3(signature = (r, verify = false))]
@@ -303,7 +295,8 @@ impl PyStore {
         Ok(PyBytes::new(py, &data))
     }
 
-    /// The path of a stored blob's file (a packed blob gets its file now).
+    /// The path of a local file holding the blob (a packed blob gets its file now; on S3 the
+    /// file is in the cache, fetched now if needed).
     fn path_of(&self, py: Python<'_>, r: &str) -> PyResult<String> {
         let d = self.digest(r)?;
         let p = py.detach(|| self.inner.blob_path(&d)).py_err()?;
@@ -322,7 +315,7 @@ impl PyStore {
 
     fn exists(&self, py: Python<'_>, r: &str) -> PyResult<bool> {
         let d = self.digest(r)?;
-        Ok(py.detach(|| self.inner.has_blob(&d)))
+        py.detach(|| self.inner.has_blob(&d)).py_err()
     }
 
     fn verify(&self, py: Python<'_>, r: &str) -> PyResult<bool> {

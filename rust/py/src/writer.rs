@@ -6,37 +6,9 @@ use super::*;
 #[pyclass(frozen, module = "runstash._core", name = "CoreWriter")]
 pub(crate) struct PyWriter {
     pub(crate) inner: Mutex<Option<core::BlobWriter>>,
-    pub(crate) store: WriterOwner,
+    /// The store it commits into.
+    pub(crate) store: Arc<dyn ArtifactStore>,
     pub(crate) meta: RecordMeta,
-}
-
-/// The store a writer commits into.
-pub(crate) enum WriterOwner {
-    Local(Box<core::Store>),
-    #[cfg(feature = "s3")]
-    Remote(core::remote::RemoteStore),
-}
-
-impl WriterOwner {
-    pub(crate) fn commit(
-        &self,
-        w: core::BlobWriter,
-        meta: &RecordMeta,
-    ) -> core::Result<Vec<OwnedRecord>> {
-        match self {
-            WriterOwner::Local(s) => s.commit_writer(w, std::slice::from_ref(meta)),
-            #[cfg(feature = "s3")]
-            WriterOwner::Remote(s) => s.commit_writer(w, std::slice::from_ref(meta)),
-        }
-    }
-
-    pub(crate) fn uri_prefix(&self) -> &Arc<str> {
-        match self {
-            WriterOwner::Local(s) => s.blob_uri_prefix(),
-            #[cfg(feature = "s3")]
-            WriterOwner::Remote(s) => s.blob_uri_prefix(),
-        }
-    }
 }
 
 /// A count argument (a limit, a `k`): non-negative, else `InvalidArgumentError`.
@@ -94,8 +66,11 @@ impl PyWriter {
     /// Hash (streamed, or re-read after seeks), publish, record, and return the artifact.
     fn commit(&self, py: Python<'_>) -> PyResult<PyArtifact> {
         let w = self.inner.lock().take().ok_or_else(closed_err)?;
-        let recs = py.detach(|| self.store.commit(w, &self.meta));
-        first_artifact(recs, self.store.uri_prefix())
+        let recs = py.detach(|| {
+            self.store
+                .commit_writer(w, std::slice::from_ref(&self.meta))
+        });
+        first_artifact(recs, self.store.blob_uri_prefix())
     }
 
     /// Throw the bytes away; nothing is left on disk. Idempotent.

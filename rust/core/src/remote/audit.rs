@@ -1,12 +1,11 @@
-//! Stats, verification and keep-best retention of an S3 store: the same reports as a local
-//! store's ([`crate::audit`], [`crate::retention`]), over the bucket's objects and the merged
-//! index. A "path" in these reports is an object's `s3://` URI.
+//! Stats and verification of an S3 store: the same reports as a local store's
+//! ([`crate::audit`]), over the bucket's objects and the merged index. A "path" in these
+//! reports is an object's `s3://` URI. (Retention is one function for both stores:
+//! [`crate::retention::keep_best`].)
 
 use super::*;
 
 use crate::audit::{IntegrityReport, MissingBlob, StoreStats, VerifyProgress};
-use crate::index::{Filter, Mode};
-use crate::retention::{Per, RetentionPlan, plan_in};
 
 impl RemoteStore {
     /// The `s3://` URI of an object, from its key relative to the prefix.
@@ -186,39 +185,6 @@ impl RemoteStore {
         r.stray.sort();
         r.unreadable.sort();
         Ok(r)
-    }
-
-    /// Keeps the top `k` records of each group by `metric` and deletes the other unpinned
-    /// ones, in one segment (with `dry_run`, only plans). Across machines a pin and this
-    /// delete resolve by the segment rule (the later clock wins).
-    pub fn keep_best(
-        &self,
-        filter: &Filter,
-        metric: &str,
-        mode: Mode,
-        k: usize,
-        per: Per,
-        dry_run: bool,
-    ) -> Result<RetentionPlan> {
-        let mut plan = self.read(|m| plan_in(m, filter, metric, mode, k, per))?;
-        if dry_run || plan.delete.is_empty() {
-            return Ok(plan);
-        }
-        plan.dry_run = false;
-        let live = self.live_set(&HashSet::new())?;
-        if let Some((d, why)) = live.unreadable_trees.first() {
-            return Err(Error::corrupt(format!(
-                "keep_best refused, nothing deleted: the manifest {d} of a live directory \
-                 artifact cannot be read ({why}), so gc could not reclaim the space"
-            )));
-        }
-        let ops = plan
-            .delete
-            .iter()
-            .map(|&id| Op::Delete { id })
-            .collect::<Vec<_>>();
-        self.inner.submit(None, ops)?;
-        Ok(plan)
     }
 }
 

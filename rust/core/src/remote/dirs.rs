@@ -9,7 +9,9 @@
 
 use super::*;
 
-use crate::tree::{TREES_DIR, TreeFile, encode_manifest, materialize, parse_manifest, walk};
+use crate::tree::{
+    TREES_DIR, TreeFile, encode_manifest, materialize, open_dir, parse_manifest, remove_if_staged,
+};
 
 impl RemoteStore {
     /// An empty file in the cache's staging area, to fill and [`ingest`](Self::ingest).
@@ -71,19 +73,12 @@ impl RemoteStore {
         cleanup: bool,
     ) -> Result<Vec<OwnedRecord>> {
         self.alive()?;
-        crate::input::check_no_nul(dir)?;
-        if !dir.is_dir() {
-            return Err(
-                Error::invalid(format!("ingest_dir: not a directory: {}", dir.display()))
-                    .with_path(dir),
-            );
-        }
         for m in metas {
             self.check_meta(m)?;
         }
-        let root = std::fs::canonicalize(dir).ctx("resolve", dir)?;
+        let (root, entries) = open_dir(dir)?;
         let mut files = Vec::new();
-        for (rel, src) in walk(&root)? {
+        for (rel, src) in entries {
             let (digest, size) = hash_file(self.inner.algo, &src)?;
             self.inner.upload_file(&digest, &src)?;
             files.push(TreeFile {
@@ -101,10 +96,7 @@ impl RemoteStore {
             .tree_members
             .insert(*digest.bytes(), members);
         let recs = self.put_bytes(&manifest, metas)?;
-        let staging = std::fs::canonicalize(self.inner.cache.staging_dir()).ok();
-        if cleanup && staging.is_some() && root.parent() == staging.as_deref() {
-            std::fs::remove_dir_all(&root).ctx("remove", &root)?;
-        }
+        remove_if_staged(&root, self.inner.cache.staging_dir(), cleanup)?;
         Ok(recs)
     }
 

@@ -299,13 +299,8 @@ impl RemoteStore {
 
     /// Garbage collection (see the module docs): deletes the blob objects that earlier gcs
     /// marked at least `1.25 L` ago and that are still not live, and marks the unreferenced
-    /// ones older than `grace`. With `dry_run`, only reports.
-    pub fn gc(&self, dry_run: bool, grace: Duration) -> Result<GcReport> {
-        self.gc_assuming_deleted(dry_run, grace, &HashSet::new())
-    }
-
-    /// [`gc`](Self::gc) as if the records `except` were deleted (only with `dry_run`: a
-    /// preview of retention).
+    /// ones older than `grace`; computed as if the records `except` were deleted (only with
+    /// `dry_run`: a preview of retention). With `dry_run`, only reports.
     pub fn gc_assuming_deleted(
         &self,
         dry_run: bool,
@@ -326,12 +321,7 @@ impl RemoteStore {
         let markers = inner.rt.block_on(inner.markers())?;
         let objects = inner.rt.block_on(inner.blob_objects())?;
         let live = self.live_set(except)?;
-        if let Some((d, why)) = live.unreadable_trees.first() {
-            return Err(Error::corrupt(format!(
-                "gc refused, nothing deleted: the manifest {d} of a live directory artifact \
-                 cannot be read ({why}), so which files it holds is unknown"
-            )));
-        }
+        live.refuse_unreadable_trees("gc")?;
         let sizes: std::collections::HashMap<&str, u64> =
             objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
         // Plus 1 s: the bucket may keep modification times to the second only.

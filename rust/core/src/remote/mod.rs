@@ -22,6 +22,7 @@
 //! Invariant 2 (blob first, record second) holds across machines: a record goes into a
 //! segment only after its blob object was stored, or in the same segment as its packed bytes.
 
+mod api;
 mod audit;
 mod commit;
 mod dirs;
@@ -148,7 +149,7 @@ impl RemoteStore {
     /// Opens (or creates) the store at `opts.url`: checks or writes `STORE.json`, then reads
     /// the index (snapshots and segments).
     pub fn open(opts: RemoteOptions) -> Result<RemoteStore> {
-        let (bucket, prefix) = parse_url(&opts.url)?;
+        let (bucket, _) = parse_url(&opts.url)?;
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_virtual_hosted_style_request(opts.virtual_hosted)
@@ -188,6 +189,13 @@ impl RemoteStore {
         let s3 = b
             .build()
             .map_err(|e| Error::invalid(format!("S3 settings for {}: {e}", opts.url)))?;
+        Self::open_with(Arc::new(s3), opts)
+    }
+
+    /// [`open`](Self::open) on a given object store (the bucket named by `opts.url`; its
+    /// connection settings in `opts` are not used): for tests on an in-memory store.
+    pub fn open_with(s3: Arc<dyn ObjectStore>, opts: RemoteOptions) -> Result<RemoteStore> {
+        let (bucket, prefix) = parse_url(&opts.url)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("runstash-s3")
@@ -209,7 +217,6 @@ impl RemoteStore {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>(),
         );
-        let s3: Arc<dyn ObjectStore> = Arc::new(s3);
         let (algo, lease) = store_meta(
             &rt,
             &*s3,
@@ -299,14 +306,7 @@ impl RemoteStore {
 
     /// A digest from a blob URI of this store.
     pub fn digest_from_uri(&self, uri: &str) -> Result<Digest> {
-        let rest = uri.strip_prefix(&*self.inner.uri_prefix).ok_or_else(|| {
-            Error::invalid(format!(
-                "{uri} does not belong to this store ({})",
-                self.inner.uri_prefix
-            ))
-        })?;
-        let hex: String = rest.chars().filter(|&c| c != '/').collect();
-        format!("{}:{hex}", self.inner.algo.name()).parse()
+        crate::uri::digest_from_prefixed(&self.inner.uri_prefix, self.inner.algo, uri)
     }
 
     // -- writes -----------------------------------------------------------------------------
