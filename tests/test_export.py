@@ -38,6 +38,9 @@ BASE_COLUMNS = [
 SCALARS = ["id", "kind", "uri", "hash", "size", "mime", "run_id", "graph_id", "node_id"]
 SCALARS += ["project_id", "pinned"]
 
+#: Tests taking the ``store`` (or ``fac``) fixture run on a local and on an S3 store.
+pytestmark = pytest.mark.both_backends
+
 
 def metric_column(columns: list[str], name: str) -> str | None:
     """The column holding metric `name`: "metrics.<name>" or "<name>" (not a base column)."""

@@ -23,13 +23,16 @@ from PIL import Image
 import runstash
 from runstash import ArtifactFacade
 from runstash.facade import TREE_MIME
-from tests.conftest import staging_entries
+from tests.conftest import blob_scheme, staging_entries
 from tests.facade_helpers import SEED_DOC, StubContext, run, seed_code_blocks
 
 # --------------------------------------------------------------------------------------------
 # The seed document's examples, verbatim. Only the "# ... <do something> ..." placeholders are
 # filled in, right after the placeholder comment. test_examples_are_verbatim checks the lines.
 # --------------------------------------------------------------------------------------------
+
+#: Tests taking the ``store`` (or ``fac``) fixture run on a local and on an S3 store.
+pytestmark = pytest.mark.both_backends
 
 
 # fmt: off
@@ -170,7 +173,7 @@ def test_writer_example_png(fac: ArtifactFacade) -> None:
     assert img.format == "PNG" and img.size == (128, 128)
     assert img.getpixel((5, 5)) == (255, 122, 26)
     assert fac.store.get(art.id) is not None
-    assert staging_entries(fac.store.root) == []
+    assert staging_entries(fac.store) == []
 
 
 def test_example_1_direct_save(fac: ArtifactFacade) -> None:
@@ -207,7 +210,7 @@ def test_example_2_stage_write_ingest_moves_without_copy(fac: ArtifactFacade) ->
 
     fac.ingest = spy_ingest  # type: ignore[method-assign]
     art, staged = run(example_2_stage_write_ingest(ctx))
-    assert Path(staged).parent == Path(fac.store.root, "staging")
+    assert Path(staged).parent == Path(fac.store.staging_dir)
     assert staged.endswith(".csv")
     assert not os.path.exists(staged), "ingest moves the staged file"
     assert os.stat(fac.store.path_of(art)).st_ino == inode["staged"], "a rename, not a copy"
@@ -334,7 +337,7 @@ def test_artifact_carries_aethergraph_fields(fac: ArtifactFacade, tmp_path: Path
     assert art.sha256 == art.hash.split(":", 1)[1]
     assert art.bytes == art.size == 2
     assert art.mimetype == art.mime == "application/json"
-    assert art.uri.startswith("file://")
+    assert art.uri.startswith(blob_scheme(fac.store))
     assert art.pinned is False
     assert isinstance(art.metrics, dict) and art.metrics == {}
 

@@ -29,6 +29,9 @@ from tests.test_facade import (
     write_report_files,
 )
 
+#: Tests taking the ``store`` (or ``fac``) fixture run on a local and on an S3 store.
+pytestmark = pytest.mark.both_backends
+
 
 def test_writer_exception_leaves_nothing(fac: ArtifactFacade, tmp_path: Path) -> None:
     async def go() -> None:
@@ -41,7 +44,7 @@ def test_writer_exception_leaves_nothing(fac: ArtifactFacade, tmp_path: Path) ->
                 w.flush()
                 raise RuntimeError("boom")
         assert fac.store.count() == count_before, "no new record"
-        assert staging_entries(fac.store.root) == [], "no staging file"
+        assert staging_entries(fac.store) == [], "no staging file"
         assert blob_files(fac.store.root) == blobs_before, "no new blob"
         assert fac.last_artifact is first, "last_artifact unchanged"
         assert ids(await fac.list(scope="all")) == [first.id]
@@ -70,7 +73,7 @@ def test_writer_is_a_real_file_and_commits(fac: ArtifactFacade) -> None:
             pass
         e = fac.last_artifact
         assert e.size == 0 and await fac.load_artifact_bytes(e.uri) == b""
-        assert staging_entries(fac.store.root) == []
+        assert staging_entries(fac.store) == []
         assert ids(await fac.list()) == [e.id, b.id, a.id], "newest first"
 
     run(go())
@@ -138,7 +141,7 @@ def test_identical_bytes_two_records_one_blob(fac: ArtifactFacade, tmp_path: Pat
         b = await other.save(src, kind="model", labels={"n": 2}, metrics={"acc": 0.9})
         assert a.id != b.id and a.hash == b.hash and a.sha256 == b.sha256
         assert fac.store.path_of(a) == fac.store.path_of(b)
-        assert len(blob_files(fac.store.root)) == 1
+        assert fac.store.stats().blob_count == 1
         a2, b2 = fac.store.get(a.id), fac.store.get(b.id)
         assert (a2.metrics, a2.labels["n"], a2.run_id) == ({"acc": 0.5}, 1, "run-1")
         assert (b2.metrics, b2.labels["n"], b2.run_id) == ({"acc": 0.9}, 2, "run-2")
@@ -370,7 +373,7 @@ def test_suggested_uri(fac: ArtifactFacade, tmp_path: Path) -> None:
 
 
 def test_staging_paths_and_aliases(fac: ArtifactFacade) -> None:
-    staging = Path(fac.store.root, "staging")
+    staging = Path(fac.store.staging_dir)
 
     async def go() -> None:
         paths = [
@@ -425,6 +428,7 @@ def test_list_order_and_limit(fac: ArtifactFacade, tmp_path: Path) -> None:
     run(go())
 
 
+@pytest.mark.local_only  # on S3 a query may refresh (requests): it runs in the executor
 def test_index_calls_make_no_thread_hop(fac: ArtifactFacade, tmp_path: Path) -> None:
     src = src_file(tmp_path, "h.bin", b"h")
 

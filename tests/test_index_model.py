@@ -32,6 +32,7 @@ from hypothesis.stateful import (
 )
 
 import runstash
+from tests.conftest import blob_scheme
 from tests.index_helpers import typed, typed_dict
 
 KINDS = ["model", "image", "table"]
@@ -90,6 +91,9 @@ filter_st = st.fixed_dictionaries(
     },
 )
 
+#: Tests taking the ``store`` (or ``fac``) fixture run on a local and on an S3 store.
+pytestmark = pytest.mark.both_backends
+
 
 def matches(rec: dict, f: dict) -> bool:
     if f.get("kind") is not None and rec["kind"] != f["kind"]:
@@ -115,13 +119,13 @@ def ids(arts: list) -> list[str]:
     return [a.id for a in arts]
 
 
-def check_artifact(art: object, rec: dict) -> None:
+def check_artifact(art: object, rec: dict, scheme: str = "file://") -> None:
     assert isinstance(art, runstash.Artifact), type(art)
     assert art.id == rec["id"]
     assert art.kind == rec["kind"], (art.kind, rec["kind"])
     assert art.hash == rec["hash"]
     assert art.size == rec["size"]
-    assert art.uri.startswith("file://"), art.uri
+    assert art.uri.startswith(scheme), art.uri
     assert isinstance(art.created_at, str) and art.created_at.endswith("Z"), art.created_at
     for scope in SCOPE_POOLS:
         assert getattr(art, scope) == rec[scope], (scope, getattr(art, scope), rec[scope])
@@ -394,7 +398,7 @@ def test_every_write_path_returns_an_artifact(store: runstash.Store, tmp_path: P
             "node_id": "n1",
             "project_id": "p1",
         }
-        check_artifact(art, rec)
+        check_artifact(art, rec, blob_scheme(store))
         assert store.get(art.id) == art
         assert store.read_bytes(art.hash) == data
     assert ids(store.list(labels={"seed": 3, "ok": True})) == ids(arts)

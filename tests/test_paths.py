@@ -9,30 +9,34 @@ from pathlib import Path
 import pytest
 
 import runstash
-from tests.conftest import blob_files, staging_entries
+from tests.conftest import staging_entries
+
+#: Tests taking the ``store`` (or ``fac``) fixture run on a local and on an S3 store.
+pytestmark = pytest.mark.both_backends
 
 
 def test_ingest_refuses_files_outside_staging(store: runstash.Store, tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("mine")
-    for bad in (outside, Path(store.root, "staging", "..", "..", "outside.txt"), "/etc/hostname"):
+    dotted = Path(store.staging_dir, os.path.relpath(outside, store.staging_dir))  # ../../…
+    for bad in (outside, dotted, "/etc/hostname"):
         with pytest.raises(runstash.InvalidArgumentError):
             store.ingest(bad)
     assert outside.read_text() == "mine", "a refused ingest must not move the caller's file"
-    assert blob_files(store.root) == []
+    assert store.stats().disk_blobs == 0 and store.count() == 0
 
 
 def test_ingest_refuses_symlink_escapes(store: runstash.Store, tmp_path: Path) -> None:
     target = tmp_path / "secret.txt"
     target.write_text("secret")
-    link = Path(store.root, "staging", "link.txt")
+    link = Path(store.staging_dir, "link.txt")
     link.symlink_to(target)
     with pytest.raises(runstash.InvalidArgumentError, match="symlink"):
         store.ingest(link)
     assert target.read_text() == "secret"
-    assert blob_files(store.root) == []
+    assert store.stats().disk_blobs == 0 and store.count() == 0
     # A symlinked staging subdirectory does not help either.
-    d = Path(store.root, "staging", "sub")
+    d = Path(store.staging_dir, "sub")
     d.symlink_to(tmp_path)
     with pytest.raises(runstash.InvalidArgumentError):
         store.ingest(d / "secret.txt")
@@ -46,7 +50,7 @@ def test_extensions_cannot_name_paths(store: runstash.Store, ext: str) -> None:
     with pytest.raises(runstash.InvalidArgumentError):
         with store.writer(ext=ext):
             pass
-    assert staging_entries(store.root) == []
+    assert staging_entries(store) == []
 
 
 def test_write_atomic_does_not_follow_into_new_places(tmp_path: Path) -> None:

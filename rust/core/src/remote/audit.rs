@@ -18,7 +18,8 @@ impl RemoteStore {
     fn packed_digests(&self) -> HashSet<Digest> {
         let algo = self.inner.algo;
         let st = self.inner.state.lock();
-        st.packed.keys().map(|k| Digest::new(algo, *k)).collect()
+        let keys = st.packed.keys().chain(st.unsent.keys());
+        keys.map(|k| Digest::new(algo, *k)).collect()
     }
 
     /// Counts records, blobs and leftovers, and their bytes, from one listing of `blobs/`,

@@ -23,9 +23,13 @@ impl Inner {
                 c.pending.push_blob(d, data);
             }
             if !durable {
-                // Visible here at once, with the keys the segment will give them.
+                // Visible here at once, with the keys the segment will give them, and so are
+                // the packed bytes they name.
                 let first = c.pending.ops.len() as u32;
                 let mut st = self.state.lock();
+                if let Some((d, data)) = blob {
+                    st.unsent.insert(*d.bytes(), Arc::from(data));
+                }
                 for (i, op) in ops.iter().enumerate() {
                     st.ledger.apply(op, self.key(hlc, first + i as u32));
                 }
@@ -176,6 +180,7 @@ impl Inner {
             for (d, off, len) in &seg.packed {
                 st.packed
                     .insert(*d.bytes(), (path.clone(), (base + off) as u64, *len));
+                st.unsent.remove(d.bytes());
             }
         }
         if self.durability == Durability::Fsync {

@@ -41,6 +41,9 @@ impl RemoteStore {
     /// The size of a stored blob: packed in a segment seen here, or an object in the bucket.
     pub fn blob_size(&self, d: &Digest) -> Result<u64> {
         self.alive()?;
+        if let Some(data) = self.inner.state.lock().unsent.get(d.bytes()) {
+            return Ok(data.len() as u64);
+        }
         if let Some((_, _, len)) = self.inner.state.lock().packed.get(d.bytes()) {
             return Ok(*len);
         }

@@ -26,9 +26,13 @@ mod api;
 mod audit;
 mod commit;
 mod dirs;
+#[cfg(test)]
+mod faulty;
 mod gc;
 mod meta;
 mod options;
+#[cfg(test)]
+mod protocol_tests;
 mod refresh;
 pub mod segment;
 mod upload;
@@ -109,6 +113,9 @@ struct State {
     seen: HashSet<String>,
     /// Packed blobs: digest -> (cached segment file, offset, length).
     packed: std::collections::HashMap<[u8; 32], (Arc<Path>, u64, u64)>,
+    /// `"os"` durability: packed blobs acknowledged but not yet in a stored (and cached)
+    /// segment, so that this process reads what it wrote before the segment goes up.
+    unsent: std::collections::HashMap<[u8; 32], Arc<[u8]>>,
     /// Blob objects confirmed to exist in the bucket: digest -> (key, when confirmed). A
     /// confirmation is trusted for part of the gc lease only ([`gc`]).
     remote_blobs: std::collections::HashMap<[u8; 32], (Arc<str>, Instant)>,
@@ -468,8 +475,11 @@ impl RemoteStore {
         if self.inner.algo != d.algo() {
             return Ok(false);
         }
-        if self.inner.state.lock().packed.contains_key(d.bytes()) {
-            return Ok(true);
+        {
+            let st = self.inner.state.lock();
+            if st.packed.contains_key(d.bytes()) || st.unsent.contains_key(d.bytes()) {
+                return Ok(true);
+            }
         }
         self.inner.remote_has(d)
     }

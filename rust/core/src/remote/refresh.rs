@@ -4,8 +4,16 @@
 use super::*;
 
 impl Inner {
+    /// The bytes of a packed blob this process has: from a cached segment, or acknowledged
+    /// and not yet stored (`"os"` durability).
     pub(super) fn read_packed(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
-        let loc = self.state.lock().packed.get(d.bytes()).cloned();
+        let loc = {
+            let st = self.state.lock();
+            if let Some(data) = st.unsent.get(d.bytes()) {
+                return Ok(Some(data.to_vec()));
+            }
+            st.packed.get(d.bytes()).cloned()
+        };
         let Some((path, off, len)) = loc else {
             return Ok(None);
         };
