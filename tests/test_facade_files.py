@@ -18,7 +18,7 @@ import pytest
 
 import runstash
 from runstash import ArtifactFacade
-from tests.conftest import blob_files, staging_entries
+from tests.conftest import staging_entries
 from tests.facade_helpers import CountingExecutor, StubContext, run
 from tests.test_facade import (
     REPORT_FILES,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.both_backends
 def test_writer_exception_leaves_nothing(fac: ArtifactFacade, tmp_path: Path) -> None:
     async def go() -> None:
         first = await fac.save(src_file(tmp_path, "a.bin", b"a"), kind="x")
-        blobs_before = blob_files(fac.store.root)
+        stored_before = fac.store.stats().disk_blobs
         count_before = fac.store.count()
         with pytest.raises(RuntimeError, match="boom"):
             async with fac.writer(kind="image", planned_ext=".png") as w:
@@ -45,7 +45,7 @@ def test_writer_exception_leaves_nothing(fac: ArtifactFacade, tmp_path: Path) ->
                 raise RuntimeError("boom")
         assert fac.store.count() == count_before, "no new record"
         assert staging_entries(fac.store) == [], "no staging file"
-        assert blob_files(fac.store.root) == blobs_before, "no new blob"
+        assert fac.store.stats().disk_blobs == stored_before, "no new blob"
         assert fac.last_artifact is first, "last_artifact unchanged"
         assert ids(await fac.list(scope="all")) == [first.id]
 

@@ -24,9 +24,6 @@ import pytest
 import runstash
 from tests.conftest import blob_files
 
-#: Tests taking the ``store`` (or ``fac``) fixture run on a local and on an S3 store.
-pytestmark = pytest.mark.both_backends
-
 
 @pytest.fixture
 def store(tmp_path: Path) -> runstash.Store:

@@ -53,6 +53,7 @@ crate::forward_store_methods!(RemoteStore {
     }
     fn delete_unpinned(&self, ids: &[ArtifactId]) -> Result<bool> {
         // One segment; a pin elsewhere resolves against it by the segment rule.
+        self.alive()?;
         let ops = ids.iter().map(|&id| Op::Delete { id }).collect::<Vec<_>>();
         self.inner.submit(None, ops)?;
         Ok(true)

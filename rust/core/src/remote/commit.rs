@@ -30,6 +30,19 @@ impl Inner {
                 if let Some((d, data)) = blob {
                     st.unsent.insert(*d.bytes(), Arc::from(data));
                 }
+                // A record (or a pin that may revive one) naming packed bytes not stored yet
+                // carries them in its own segment: whichever segment goes up first, and
+                // even if the first one is stuck, no stored segment names a missing blob.
+                for op in &ops {
+                    let d = match op {
+                        Op::Put(r) => Some(r.digest),
+                        Op::Pin { id, .. } => st.ledger.digest_of(*id),
+                        _ => None,
+                    };
+                    if let Some(data) = d.and_then(|d| st.unsent.get(d.bytes()).map(|b| (d, b))) {
+                        c.pending.push_blob(&data.0, data.1);
+                    }
+                }
                 for (i, op) in ops.iter().enumerate() {
                     st.ledger.apply(op, self.key(hlc, first + i as u32));
                 }

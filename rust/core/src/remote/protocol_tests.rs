@@ -225,3 +225,20 @@ fn a_pin_and_a_delete_from_two_writers_resolve_alike_everywhere() {
         .collect();
     assert!(seen.iter().all(|&x| x == seen[0]), "{seen:?}");
 }
+
+#[test]
+fn a_record_of_bytes_in_a_stuck_batch_carries_them_in_its_own_segment() {
+    let b = Bucket::new("stuck-dependency");
+    let w = b.open(Durability::Os);
+    let a = w.put_bytes(b"first batch", &[meta("a")]).unwrap().remove(0);
+    // The first segment (sequence 1) never goes up.
+    b.s3.fail_puts("/0000000000000001", PutFault::Refused, usize::MAX);
+    assert!(w.flush().is_err());
+    let again = w.record_stored(a.digest, &[meta("b")]).unwrap().remove(0);
+    assert!(w.flush().is_err(), "the first batch is still stuck");
+    let fresh = b.open(Durability::Fsync);
+    assert_eq!(count(&fresh), 1, "the second segment is stored, by itself");
+    let s: &dyn ArtifactStore = &fresh;
+    assert!(s.read(|m| m.get(again.id).is_some()).unwrap());
+    assert_eq!(fresh.read_blob(&a.digest, true).unwrap(), b"first batch");
+}

@@ -47,6 +47,7 @@ impl Inner {
                 st.packed
                     .entry(*d.bytes())
                     .or_insert((path.clone(), *off as u64, *len));
+                st.unsent.remove(d.bytes());
             }
         }
         for (i, (op, hlc)) in seg.ops.iter().zip(&seg.hlcs).enumerate() {
