@@ -45,8 +45,10 @@ pub trait ArtifactStore: Send + Sync {
 
     // -- writes ---------------------------------------------------------------------------
 
-    /// Checks a new record's fields before any byte is written.
-    fn check_meta(&self, meta: &RecordMeta) -> Result<()>;
+    /// Checks a new record's fields before any byte is written ([`crate::new_records`]).
+    fn check_meta(&self, meta: &RecordMeta) -> Result<()> {
+        crate::new_records::check(meta, self.algo())
+    }
     /// Stores bytes and records them, one record per entry of `metas`.
     fn put_bytes(&self, data: &[u8], metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>>;
     /// Stores a copy of the file `src` and records it.
@@ -199,9 +201,6 @@ macro_rules! forward_store_methods {
         impl $crate::ArtifactStore for $t {
             fn pack_max(&self) -> u64 { <$t>::pack_max(self) }
             fn blob_uri_prefix(&self) -> &::std::sync::Arc<str> { <$t>::blob_uri_prefix(self) }
-            fn check_meta(&self, meta: &$crate::index::RecordMeta) -> $crate::Result<()> {
-                <$t>::check_meta(self, meta)
-            }
             fn put_bytes(
                 &self, data: &[u8], metas: &[$crate::index::RecordMeta],
             ) -> $crate::Result<Vec<$crate::index::OwnedRecord>> {

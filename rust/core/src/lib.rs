@@ -26,6 +26,7 @@ pub mod index;
 pub mod input;
 pub mod live;
 pub mod meta;
+pub mod new_records;
 pub mod paths;
 #[cfg(feature = "s3")]
 pub mod remote;

@@ -16,7 +16,7 @@ use crate::blobs::BlobStore;
 use crate::damage::is_blob_file;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::hash::{Digest, HashAlgo, hash_bytes};
-use crate::index::{ArtifactId, Op, OwnedRecord, RecordMeta, SharedIndex, validate_new};
+use crate::index::{ArtifactId, Op, OwnedRecord, RecordMeta, SharedIndex};
 use crate::input::{Links, open_regular};
 use crate::meta::{
     META_FILE, StoreMeta, check_index_hash, check_meta, create, create_root, read_meta,
@@ -178,33 +178,6 @@ impl Store {
         &self.blob_uri_prefix
     }
 
-    /// Checks a new record's fields before any byte is written, so bad input writes nothing.
-    pub fn check_meta(&self, meta: &RecordMeta) -> Result<()> {
-        let probe = meta.to_record(ArtifactId(0), 0, Digest::new(self.blobs.algo(), [0; 32]), 0);
-        validate_new(&probe)
-    }
-
-    /// One new record per entry of `metas`, all naming `digest`.
-    pub(crate) fn new_ops(
-        &self,
-        digest: Digest,
-        size: u64,
-        metas: &[RecordMeta],
-    ) -> Result<Vec<Op>> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let created_us = now.as_micros() as i64;
-        let ms = now.as_millis() as u64;
-        let mut ops = Vec::with_capacity(metas.len());
-        for m in metas {
-            let r = m.to_record(ArtifactId::generate(ms), created_us, digest, size);
-            validate_new(&r)?;
-            ops.push(Op::Put(Box::new(r)));
-        }
-        Ok(ops)
-    }
-
     /// Records artifacts for a stored blob, one record per entry of `metas`, in one append.
     ///
     /// Invariant 2 (blob first, record second) is checked under the index lock: if the blob is
@@ -257,7 +230,7 @@ impl Store {
         publish: impl FnOnce() -> Result<()>,
         also: impl FnOnce(&crate::index::MemIndex) -> Result<()>,
     ) -> Result<Vec<OwnedRecord>> {
-        let ops = self.new_ops(digest, size, metas)?;
+        let ops = crate::new_records::put_ops(digest, size, metas)?;
         let path = self.blobs.path_of(&digest);
         #[cfg(test)]
         if COLLECT_BEFORE_RECORD.with(|c| c.get()) {
@@ -276,7 +249,7 @@ impl Store {
                 Err(Error::not_found(format!("blob {digest} was not published")).with_path(&path))
             }
         })?;
-        Ok(into_records(ops))
+        Ok(crate::new_records::into_records(ops))
     }
 
     /// Stores bytes and records them, one record per entry of `metas`.
@@ -300,10 +273,10 @@ impl Store {
         data: &[u8],
         metas: &[RecordMeta],
     ) -> Result<Vec<OwnedRecord>> {
-        let ops = self.new_ops(digest, data.len() as u64, metas)?;
+        let ops = crate::new_records::put_ops(digest, data.len() as u64, metas)?;
         self.index
             .append_packed(Some((&digest, data)), &ops, |_| Ok(()))?;
-        Ok(into_records(ops))
+        Ok(crate::new_records::into_records(ops))
     }
 
     /// Publishes a blob file with `publish` and records it; if a concurrent gc removed the
@@ -378,11 +351,25 @@ impl Store {
     /// Commits a streaming writer and records its blob; at most `pack_max` bytes are packed.
     pub fn commit_writer(
         &self,
-        mut w: crate::blobs::BlobWriter,
+        w: crate::blobs::BlobWriter,
         metas: &[RecordMeta],
     ) -> Result<Vec<OwnedRecord>> {
+        self.commit_writer_checked(w, metas, |_| Ok(()))
+    }
+
+    /// [`commit_writer`](Self::commit_writer), running `check` under the index lock before
+    /// the records are appended (an error appends nothing).
+    pub(crate) fn commit_writer_checked(
+        &self,
+        mut w: crate::blobs::BlobWriter,
+        metas: &[RecordMeta],
+        check: impl FnOnce(&crate::index::MemIndex) -> Result<()>,
+    ) -> Result<Vec<OwnedRecord>> {
         if let Some((digest, data)) = w.take_small(self.pack_max)? {
-            return self.put_packed(digest, &data, metas);
+            let ops = crate::new_records::put_ops(digest, data.len() as u64, metas)?;
+            self.index
+                .append_packed(Some((&digest, &data)), &ops, check)?;
+            return Ok(crate::new_records::into_records(ops));
         }
         let info = w.publish_keep()?;
         self.record_or_publish(
@@ -390,7 +377,7 @@ impl Store {
             info.size,
             metas,
             || w.publish_keep().map(|_| ()),
-            |_| Ok(()),
+            check,
         )
     }
 
@@ -560,16 +547,6 @@ pub(crate) fn test_store(name: &str) -> Store {
         ..OpenOptions::default()
     };
     Store::open(&d, opts).expect("a store in the temp directory")
-}
-
-/// The records of `Put` operations, handed back without a copy.
-pub(crate) fn into_records(ops: Vec<Op>) -> Vec<OwnedRecord> {
-    ops.into_iter()
-        .filter_map(|op| match op {
-            Op::Put(r) => Some(*r),
-            _ => None,
-        })
-        .collect()
 }
 
 fn known(m: &crate::index::MemIndex, id: ArtifactId) -> Result<()> {

@@ -156,6 +156,43 @@ pub(crate) fn open_dir(dir: &Path) -> Result<(PathBuf, Vec<(String, PathBuf)>)> 
 
 /// What every `ingest_dir` ends with: with `cleanup`, the ingested directory `root` is removed
 /// if `stage_dir` made it (it is directly under `staging`): its bytes are all in the store.
+/// The steps of `ingest_dir` on either store: check every entry of `metas` against `algo`,
+/// open and walk `dir` ([`open_dir`]), store each file with `store_file` (which returns its
+/// digest and size), encode the manifest and hand it, with the files and their sources, to
+/// `record`; then, with `cleanup`, remove `dir` if it was made under `staging`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ingest_dir_with(
+    algo: crate::hash::HashAlgo,
+    dir: &Path,
+    metas: &[RecordMeta],
+    cleanup: bool,
+    staging: &Path,
+    mut store_file: impl FnMut(&Path) -> Result<(Digest, u64)>,
+    record: impl FnOnce(Vec<u8>, &[TreeFile], &[PathBuf]) -> Result<Vec<OwnedRecord>>,
+) -> Result<Vec<OwnedRecord>> {
+    for m in metas {
+        crate::new_records::check(m, algo)?;
+    }
+    let (root, mut entries) = open_dir(dir)?;
+    // In manifest order, so that each source stays beside its file.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut files = Vec::with_capacity(entries.len());
+    let mut sources = Vec::with_capacity(entries.len());
+    for (rel, src) in entries {
+        let (hash, size) = store_file(&src)?;
+        files.push(TreeFile {
+            path: rel,
+            size,
+            hash,
+        });
+        sources.push(src);
+    }
+    let manifest = encode_manifest(&mut files);
+    let recs = record(manifest, &files, &sources)?;
+    remove_if_staged(&root, staging, cleanup)?;
+    Ok(recs)
+}
+
 pub(crate) fn remove_if_staged(root: &Path, staging: &Path, cleanup: bool) -> Result<()> {
     let staging = std::fs::canonicalize(staging).ok();
     if cleanup && staging.is_some() && root.parent() == staging.as_deref() {
@@ -240,27 +277,24 @@ impl Store {
         metas: &[RecordMeta],
         cleanup: bool,
     ) -> Result<Vec<OwnedRecord>> {
-        for m in metas {
-            self.check_meta(m)?;
-        }
-        let (root, entries) = open_dir(dir)?;
-        let mut files = Vec::with_capacity(entries.len());
-        let mut members = Vec::with_capacity(entries.len());
-        for (rel, src) in entries {
-            let info = self.blobs().save(&src)?;
-            files.push(TreeFile {
-                path: rel,
-                size: info.size,
-                hash: info.digest,
-            });
-            members.push((info.digest, src));
-        }
-        let manifest = encode_manifest(&mut files);
-        let mut w = self.writer(".json")?;
-        w.write_all(&manifest)?;
-        let recs = self.commit_tree(w, metas, &members)?;
-        remove_if_staged(&root, self.blobs().staging_dir(), cleanup)?;
-        Ok(recs)
+        ingest_dir_with(
+            self.blobs().algo(),
+            dir,
+            metas,
+            cleanup,
+            self.blobs().staging_dir(),
+            |src| self.blobs().save(src).map(|i| (i.digest, i.size)),
+            |manifest, files, sources| {
+                let members: Vec<(Digest, PathBuf)> = files
+                    .iter()
+                    .zip(sources)
+                    .map(|(f, s)| (f.hash, s.clone()))
+                    .collect();
+                let mut w = self.writer(".json")?;
+                w.write_all(&manifest)?;
+                self.commit_tree(w, metas, &members)
+            },
+        )
     }
 
     /// Commits the manifest writer of a directory artifact whose files were stored as blob
@@ -270,7 +304,7 @@ impl Store {
     /// saved again from its source, so the directory artifact never names a missing file.
     fn commit_tree(
         &self,
-        mut w: BlobWriter,
+        w: BlobWriter,
         metas: &[RecordMeta],
         members: &[(Digest, PathBuf)],
     ) -> Result<Vec<OwnedRecord>> {
@@ -289,20 +323,7 @@ impl Store {
             }
             Ok(())
         };
-        if let Some((digest, data)) = w.take_small(self.pack_max())? {
-            let ops = self.new_ops(digest, data.len() as u64, metas)?;
-            self.index()
-                .append_packed(Some((&digest, &data)), &ops, ensure)?;
-            return Ok(crate::store::into_records(ops));
-        }
-        let info = w.publish_keep()?;
-        self.record_or_publish(
-            info.digest,
-            info.size,
-            metas,
-            || w.publish_keep().map(|_| ()),
-            ensure,
-        )
+        self.commit_writer_checked(w, metas, ensure)
     }
 
     /// The files of the directory artifact whose manifest is `manifest` (read and verified).

@@ -9,9 +9,7 @@
 
 use super::*;
 
-use crate::tree::{
-    TREES_DIR, TreeFile, encode_manifest, materialize, open_dir, parse_manifest, remove_if_staged,
-};
+use crate::tree::{TREES_DIR, TreeFile, ingest_dir_with, materialize, parse_manifest};
 
 impl RemoteStore {
     /// An empty file in the cache's staging area, to fill and [`ingest`](Self::ingest).
@@ -30,7 +28,7 @@ impl RemoteStore {
     pub fn ingest(&self, staged: &Path, metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
         self.alive()?;
         for m in metas {
-            self.check_meta(m)?;
+            crate::new_records::check(m, self.inner.algo)?;
         }
         let (real, _) = self.inner.cache.ingest_keep(staged)?;
         let recs = self.save(&real, metas)?;
@@ -60,7 +58,7 @@ impl RemoteStore {
     /// Records artifacts for a stored blob, one record per entry of `metas`, in one segment.
     pub fn record(&self, d: Digest, metas: &[RecordMeta]) -> Result<Vec<OwnedRecord>> {
         for m in metas {
-            self.check_meta(m)?;
+            crate::new_records::check(m, self.inner.algo)?;
         }
         let size = self.blob_size(&d)?;
         self.record_ops(d, size, metas, None)
@@ -76,31 +74,28 @@ impl RemoteStore {
         cleanup: bool,
     ) -> Result<Vec<OwnedRecord>> {
         self.alive()?;
-        for m in metas {
-            self.check_meta(m)?;
-        }
-        let (root, entries) = open_dir(dir)?;
-        let mut files = Vec::new();
-        for (rel, src) in entries {
-            let (digest, size) = hash_file(self.inner.algo, &src)?;
-            self.inner.upload_file(&digest, &src)?;
-            files.push(TreeFile {
-                path: rel,
-                size,
-                hash: digest,
-            });
-        }
-        let manifest = encode_manifest(&mut files);
-        let digest = hash_bytes(self.inner.algo, &manifest);
-        let members: Arc<[Digest]> = files.iter().map(|f| f.hash).collect();
-        self.inner
-            .state
-            .lock()
-            .tree_members
-            .insert(*digest.bytes(), members);
-        let recs = self.put_bytes(&manifest, metas)?;
-        remove_if_staged(&root, self.inner.cache.staging_dir(), cleanup)?;
-        Ok(recs)
+        ingest_dir_with(
+            self.inner.algo,
+            dir,
+            metas,
+            cleanup,
+            self.inner.cache.staging_dir(),
+            |src| {
+                let (digest, size) = hash_file(self.inner.algo, src)?;
+                self.inner.upload_file(&digest, src)?;
+                Ok((digest, size))
+            },
+            |manifest, files, _| {
+                let digest = hash_bytes(self.inner.algo, &manifest);
+                let members: Arc<[Digest]> = files.iter().map(|f| f.hash).collect();
+                self.inner
+                    .state
+                    .lock()
+                    .tree_members
+                    .insert(*digest.bytes(), members);
+                self.put_bytes(&manifest, metas)
+            },
+        )
     }
 
     /// The files of the directory artifact whose manifest is `manifest` (read and verified).

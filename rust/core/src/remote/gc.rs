@@ -65,25 +65,6 @@ struct MarkerBody {
 }
 
 impl Inner {
-    /// Objects under `rel` (relative to the prefix): (key relative to the prefix, size,
-    /// last-modified in ms by the bucket's clock).
-    pub(super) async fn list_meta(&self, rel: &str) -> Result<Vec<(String, u64, i64)>> {
-        let prefix = self.key_path(rel);
-        let metas: Vec<object_store::ObjectMeta> = self
-            .s3
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| obj_err("list", prefix.as_ref(), e))?;
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| {
-                let rel = m.location.as_ref().strip_prefix(&self.prefix)?.to_string();
-                Some((rel, m.size, m.last_modified.timestamp_millis()))
-            })
-            .collect())
-    }
-
     /// The blob a key holds, from its name: `blobs/<2 hex>/<rest>` or a copy's
     /// `blobs/<2 hex>/<rest>.<suffix>`.
     pub(super) fn digest_of_key(&self, rel: &str) -> Option<Digest> {

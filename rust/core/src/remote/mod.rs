@@ -58,7 +58,7 @@ use crate::atomic::Durability;
 use crate::blobs::{BlobStore, BlobWriter};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::hash::{Digest, HashAlgo, Hasher, hash_bytes, hash_file};
-use crate::index::{ArtifactId, MemIndex, Op, OwnedRecord, RecordMeta, validate_new};
+use crate::index::{ArtifactId, MemIndex, Op, OwnedRecord, RecordMeta};
 use segment::{Key, Ledger, SegmentBuf, decode_segment, decode_snapshot, encode_snapshot};
 
 /// Operations a buffered (`"os"`) writer collects before it uploads a segment.
@@ -305,12 +305,6 @@ impl RemoteStore {
         &self.inner.uri_prefix
     }
 
-    /// Checks a new record's fields before any byte is written.
-    pub fn check_meta(&self, meta: &RecordMeta) -> Result<()> {
-        let probe = meta.to_record(ArtifactId(0), 0, Digest::new(self.inner.algo, [0; 32]), 0);
-        validate_new(&probe)
-    }
-
     /// A digest from a blob URI of this store.
     pub fn digest_from_uri(&self, uri: &str) -> Result<Digest> {
         crate::uri::digest_from_prefixed(&self.inner.uri_prefix, self.inner.algo, uri)
@@ -391,27 +385,8 @@ impl RemoteStore {
         metas: &[RecordMeta],
         packed: Option<&[u8]>,
     ) -> Result<Vec<OwnedRecord>> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut ops = Vec::with_capacity(metas.len());
-        for m in metas {
-            let r = m.to_record(
-                ArtifactId::generate(now.as_millis() as u64),
-                now.as_micros() as i64,
-                digest,
-                size,
-            );
-            validate_new(&r)?;
-            ops.push(Op::Put(Box::new(r)));
-        }
-        let recs = ops
-            .iter()
-            .filter_map(|o| match o {
-                Op::Put(r) => Some((**r).clone()),
-                _ => None,
-            })
-            .collect();
+        let ops = crate::new_records::put_ops(digest, size, metas)?;
+        let recs = crate::new_records::records_of(&ops);
         self.inner.submit(packed.map(|d| (&digest, d)), ops)?;
         Ok(recs)
     }

@@ -63,22 +63,32 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) async fn list_names(&self, dir: &str) -> Result<Vec<String>> {
-        let prefix = self.key_path(dir);
+    /// Objects under `rel` (relative to the prefix): (key relative to the prefix, size,
+    /// last-modified in ms by the bucket's clock).
+    pub(super) async fn list_meta(&self, rel: &str) -> Result<Vec<(String, u64, i64)>> {
+        let prefix = self.key_path(rel);
         let metas: Vec<object_store::ObjectMeta> = self
             .s3
             .list(Some(&prefix))
             .try_collect()
             .await
             .map_err(|e| obj_err("list", prefix.as_ref(), e))?;
-        let mut names: Vec<String> = metas
+        Ok(metas
             .into_iter()
             .filter_map(|m| {
-                m.location
-                    .as_ref()
-                    .strip_prefix(&self.prefix)
-                    .map(str::to_string)
+                let rel = m.location.as_ref().strip_prefix(&self.prefix)?.to_string();
+                Some((rel, m.size, m.last_modified.timestamp_millis()))
             })
+            .collect())
+    }
+
+    /// The keys under `dir` (relative to the prefix), sorted.
+    pub(super) async fn list_names(&self, dir: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .list_meta(dir)
+            .await?
+            .into_iter()
+            .map(|(name, _, _)| name)
             .collect();
         names.sort();
         Ok(names)
