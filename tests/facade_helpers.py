@@ -8,7 +8,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from runstash import ArtifactFacade
+import pytest
+
+from runstash import ArtifactFacade, _core
 
 T = TypeVar("T")
 
@@ -52,6 +54,20 @@ class CountingExecutor(ThreadPoolExecutor):
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
         self.submitted += 1
         return super().submit(fn, *args, **kwargs)
+
+
+class HopCounter:
+    """Counts the facade's hops to runstash's worker threads (``_core.run_async`` calls)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.hops = 0
+        real = _core.run_async
+
+        def counting(event_loop: Any, func: Any, *args: Any) -> Any:
+            self.hops += 1
+            return real(event_loop, func, *args)
+
+        monkeypatch.setattr(_core, "run_async", counting)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -19,7 +19,7 @@ import pytest
 import runstash
 from runstash import ArtifactFacade
 from tests.conftest import staging_entries
-from tests.facade_helpers import CountingExecutor, StubContext, run
+from tests.facade_helpers import CountingExecutor, HopCounter, StubContext, run
 from tests.test_facade import (
     REPORT_FILES,
     example_4_directory,
@@ -428,16 +428,20 @@ def test_list_order_and_limit(fac: ArtifactFacade, tmp_path: Path) -> None:
     run(go())
 
 
-@pytest.mark.local_only  # on S3 a query may refresh (requests): it runs in the executor
-def test_index_calls_make_no_thread_hop(fac: ArtifactFacade, tmp_path: Path) -> None:
+@pytest.mark.local_only  # on S3 a query may refresh (requests): it hops to a worker thread
+def test_index_calls_make_no_thread_hop(
+    fac: ArtifactFacade, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = src_file(tmp_path, "h.bin", b"h")
+    counter = HopCounter(monkeypatch)
 
     async def go() -> None:
         ex = CountingExecutor()
         asyncio.get_running_loop().set_default_executor(ex)
         a = await fac.save(src, kind="model", metrics={"acc": 1.0})
-        assert ex.submitted >= 1, "file work runs in the executor"
-        ex.submitted = 0
+        assert counter.hops >= 1, "file work runs on runstash's worker threads"
+        assert ex.submitted == 0, "and needs no Python thread pool"
+        counter.hops = 0
         await fac.list()
         await fac.list(scope="all")
         await fac.search(kind="model", labels={"x": 1}, scope="graph")
@@ -445,7 +449,7 @@ def test_index_calls_make_no_thread_hop(fac: ArtifactFacade, tmp_path: Path) -> 
         await fac.best(kind="model", metric="acc", mode="max")
         await fac.pin(a.id)
         await fac.pin(a.id, False)
-        assert ex.submitted == 0
+        assert counter.hops == 0 and ex.submitted == 0
 
     run(go())
 

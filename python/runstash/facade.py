@@ -3,8 +3,10 @@
 Bound to a :class:`~runstash.Store` and a run / graph / node (and optionally a project), like
 AetherGraph's facade. Index-only calls (``list``, ``search``, ``best``, ``pin``) answer inline,
 from memory, without a thread hop; file work (``save``, ``ingest``, ``writer`` commits,
-directories, loads) runs in the event loop's executor with the GIL released, so the loop never
-stalls on I/O.
+directories, loads) runs on runstash's own worker threads with the GIL released and completes
+on the caller's loop (``_core.run_async``, measured ~1.7x less overhead per call than
+``loop.run_in_executor``, see ``benches/aio_compare.py``), so the loop never stalls on I/O and
+no Python thread pool is involved.
 
 Both AetherGraph spellings are accepted: the 0.1.0a1 names of the seed document (``stage``,
 ``ingest``, ``save``, ``tmp_path``, ``mode=``, ``scope=``) and the newer ones (``stage_path``,
@@ -42,7 +44,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from . import loaders
+from . import _core, loaders
 from ._core import Artifact
 from .args import Labels, Metrics, _meta, check_limit
 from .errors import InvalidArgumentError, NotFoundError
@@ -122,8 +124,9 @@ class ArtifactFacade:
         return fn(*args, **kw)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """``fn(*args, **kw)`` on a runstash worker thread, awaited on the running loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(fn, *args, **kw))
+        return await _core.run_async(loop, functools.partial(fn, *args, **kw))
 
     def _scope_ids(self) -> dict[str, str | None]:
         return {

@@ -2,8 +2,9 @@
 //! every syscall and hash, and maps engine errors to the exception classes of
 //! `runstash.errors`. It holds no logic of its own.
 //!
-//! One file per idea: [`errors`], [`functions`] (module functions, buffers), [`args`]
-//! (keyword arguments into core types), [`artifact`], [`store`] (`CoreStore`, over any
+//! One file per idea: [`errors`], [`aio`] (awaitables completed from runstash's threads),
+//! [`functions`] (module functions, buffers), [`args`] (keyword arguments into core types),
+//! [`artifact`], [`store`] (`CoreStore`, over any
 //! `runstash_core::ArtifactStore`), `open` (`open_s3`, feature `s3`), [`writer`]
 //! (`CoreWriter`), [`reports`] (reports as dicts). Each imports what it needs from here with
 //! `use super::*`.
@@ -19,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyType};
 
+mod aio;
 mod args;
 mod artifact;
 mod errors;
@@ -46,6 +48,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(write_atomic, m)?)?;
+    aio::register(m)?;
     m.add_class::<PyArtifact>()?;
     m.add_class::<PyStore>()?;
     m.add_class::<PyWriter>()?;

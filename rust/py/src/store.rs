@@ -114,6 +114,25 @@ impl PyStore {
         self.one(recs)
     }
 
+    /// `save` as a future of `event_loop` ([`crate::aio`]).
+    fn save_async(
+        &self,
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        path: PathBuf,
+        meta: MetaArgs<'_>,
+    ) -> PyResult<Py<PyAny>> {
+        let meta = self.meta(meta)?;
+        let inner = Arc::clone(&self.inner);
+        let prefix = Arc::clone(self.inner.blob_uri_prefix());
+        aio::spawn(
+            py,
+            event_loop,
+            move || inner.save(&path, std::slice::from_ref(&meta)),
+            move |py, recs| Ok(Py::new(py, first_artifact(recs, &prefix)?)?.into_any()),
+        )
+    }
+
     #[pyo3(signature = (ext = ""))]
     fn stage(&self, py: Python<'_>, ext: &str) -> PyResult<String> {
         let p = py.detach(|| self.inner.stage(ext)).py_err()?;
