@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
@@ -21,6 +22,13 @@ BlobRef = str | Artifact
 LabelValue = str | int | float | bool
 Labels = dict[str, LabelValue]
 Metrics = dict[str, float]
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:  # no way to name "has the buffer protocol" before Python 3.12
+    Buffer = Any
+#: ``Buffer`` above: any C-contiguous object with the buffer protocol (bytes, bytearray, a
+#: memoryview of any format, a numpy array of any dtype, a pyarrow buffer); its raw bytes are
+#: stored without a copy.
 
 
 def _ref(r: BlobRef) -> str:

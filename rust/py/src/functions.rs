@@ -3,8 +3,10 @@
 
 use super::*;
 
-/// Runs `f` on the bytes of any C-contiguous buffer (bytes, bytearray, memoryview, numpy),
-/// with the GIL released. For `bytes` no copy and no buffer export is made.
+/// Runs `f` on the raw bytes of any C-contiguous buffer (bytes, bytearray, memoryview of any
+/// format, numpy arrays of any dtype, pyarrow buffers), with the GIL released and without a
+/// copy. For `bytes` no buffer export is made. A buffer that is not C-contiguous (a strided
+/// view, a Fortran-order array) is refused with a hint, never copied behind the caller's back.
 pub(crate) fn with_buffer<R: Send>(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
@@ -14,14 +16,33 @@ pub(crate) fn with_buffer<R: Send>(
         let slice = b.as_bytes();
         return Ok(py.detach(|| f(slice)));
     }
-    let buf = PyBuffer::<u8>::get(data)?;
+    let buf = PyUntypedBuffer::get(data).map_err(|e| {
+        let kind = data
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "object".into());
+        PyTypeError::new_err(format!(
+            "expected bytes or an object with the buffer protocol (bytearray, memoryview, \
+             numpy array), not {kind}: {e}"
+        ))
+    })?;
     if !buf.is_c_contiguous() {
-        return Err(PyValueError::new_err("buffer must be C-contiguous"));
+        return Err(PyValueError::new_err(
+            "buffer is not C-contiguous (a strided view or a Fortran-order array); pass \
+             numpy.ascontiguousarray(x) (or bytes(x)) to store its bytes in C order",
+        ));
     }
-    // Safety: the PyBuffer keeps the exporter's memory alive and pinned until it is dropped,
-    // after `f` returns. A mutable exporter (bytearray) changed by another thread meanwhile
-    // yields a hash of whatever bytes were read; the documented contract is not to do that.
-    let slice = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
+    // Safety: the buffer export keeps the exporter's memory alive and pinned until it is
+    // released, after `f` returns; a C-contiguous buffer's `len_bytes` bytes are one run from
+    // `buf_ptr`. A mutable exporter (bytearray) changed by another thread meanwhile yields a
+    // hash of whatever bytes were read; the documented contract is not to do that.
+    let len = buf.len_bytes();
+    let slice: &[u8] = if len == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, len) }
+    };
     let out = py.detach(|| f(slice));
     drop(buf);
     Ok(out)
