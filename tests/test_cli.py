@@ -189,7 +189,8 @@ def test_show(populated: tuple[Path, dict]) -> None:
     root, arts = populated
     a = arts["m3"]
     got = as_json("--store", root, "show", a.id)
-    assert got == {**a.to_dict(), "path": str(Path(root, "blobs", a.sha256[:2], a.sha256[2:]))}
+    hexd = a.hash.split(":", 1)[1]
+    assert got == {**a.to_dict(), "path": str(Path(root, "blobs", hexd[:2], hexd[2:]))}
     out = ok("--store", root, "show", a.id)
     assert a.hash in out and "seed=3" in out and "acc=0.8" in out
     line = error_line(rs("--store", root, "show", "01M8485WTJ01KA6000YJEDFK3E"), 3)
@@ -218,6 +219,29 @@ def test_cat_writes_the_raw_bytes(populated: tuple[Path, dict]) -> None:
     assert rs("--store", root, "cat", "--verify", img.id).stdout == bytes(range(256)) * 4
     error_line(rs("--store", root, "cat", "01M8485WTJ01KA6000YJEDFK3E"), 3)
     error_line(rs("--store", root, "cat", runstash.hash_bytes(b"never stored")), 3)
+
+
+def test_looking_never_writes_into_the_store(tmp_path: Path) -> None:
+    """show / best / cat / ls / stats / verify of packed (small) artifacts create no file."""
+    root = tmp_path / "packed"
+    s = runstash.Store(root)  # default pack_max: these bytes live in the index log
+    a = s.put_bytes(b"small model", kind="model", metrics={"acc": 0.5})
+    s.close()
+
+    def files() -> dict[str, int]:
+        return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+    before = files()
+    assert blob_files(root) == []
+    shown = as_json("--store", root, "show", a.id)
+    assert isinstance(shown, dict) and shown["path"] is None and shown["hash"] == a.hash
+    assert "packed in the index" in ok("--store", root, "show", a.id)
+    assert "packed in the index" in ok("--store", root, "best", "--metric", "acc")
+    assert rs("--store", root, "cat", a.id).stdout == b"small model"
+    ok("--store", root, "ls")
+    ok("--store", root, "stats")
+    ok("--store", root, "verify")
+    assert files() == before, "a read-only command wrote into the store"
 
 
 def test_cat_verify_refuses_corrupt_bytes(populated: tuple[Path, dict]) -> None:

@@ -10,6 +10,7 @@ foreign URIs, suggested_uri), and an event-loop stall test around a 1 GiB save.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import io
 import json
@@ -334,12 +335,60 @@ def test_artifact_carries_aethergraph_fields(fac: ArtifactFacade, tmp_path: Path
     ):
         assert hasattr(art, name), name
     assert art.artifact_id == art.id
-    assert art.sha256 == art.hash.split(":", 1)[1]
+    # An attribute named after an algorithm holds that algorithm's digest or None.
+    assert art.sha256 is None and art.hash.startswith("blake3:")  # a default (BLAKE3) store
     assert art.bytes == art.size == 2
     assert art.mimetype == art.mime == "application/json"
     assert art.uri.startswith(blob_scheme(fac.store))
     assert art.pinned is False
     assert isinstance(art.metrics, dict) and art.metrics == {}
+
+
+def test_sha256_is_the_sha256_of_the_bytes_on_the_facades_own_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"aethergraph content id"
+    want = hashlib.sha256(data).hexdigest()
+    src = src_file(tmp_path, "c.txt", data)
+    monkeypatch.chdir(tmp_path)
+    for store in (None, tmp_path / "by-path"):  # the default ./.runstash, and a path
+        fac = ArtifactFacade(store, run_id="r")
+        assert fac.store.hash_algo == "sha256"
+        art = run(fac.save(src, kind="text"))
+        assert art.sha256 == want and art.hash == f"sha256:{want}"
+        assert run(fac.list())[0].sha256 == want
+        fac.store.close()
+        # Reopened by a facade it keeps its hash; an existing BLAKE3 store keeps BLAKE3.
+        assert ArtifactFacade(store, run_id="r").store.hash_algo == "sha256"
+    runstash.Store(tmp_path / "b3").close()
+    b3 = ArtifactFacade(tmp_path / "b3", run_id="r")
+    assert b3.store.hash_algo == "blake3"
+    assert run(b3.save(src, kind="text")).sha256 is None
+    # The documented way of building a store for AetherGraph users.
+    shared = runstash.Store(tmp_path / "shared", hash="sha256")
+    art = run(ArtifactFacade(shared, run_id="r").save(src, kind="text"))
+    assert art.sha256 == want
+
+
+def test_labels_naming_a_scope_id_cannot_move_a_write_out_of_the_facades_scope(
+    fac: ArtifactFacade, tmp_path: Path
+) -> None:
+    src = src_file(tmp_path, "s.txt", b"s")
+
+    async def go() -> None:
+        for key, value in (("run_id", "evil"), ("graph_id", "g9"), ("project_id", "p9")):
+            with pytest.raises(runstash.InvalidArgumentError, match=key):
+                await fac.save(src, kind="text", labels={key: value})
+            with pytest.raises(runstash.InvalidArgumentError, match=key):
+                async with fac.writer(kind="x", labels={key: value}) as w:
+                    w.write(b"never")
+        assert await fac.list(scope="all") == [], "nothing was recorded"
+        a = await fac.save(
+            src, kind="text", labels={"run_id": "run-1", "task": "t"}
+        )  # the same value: fine
+        assert a.run_id == "run-1" and a.labels["task"] == "t"
+
+    run(go())
 
 
 def test_empty_results(fac: ArtifactFacade, tmp_path: Path) -> None:

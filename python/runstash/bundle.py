@@ -33,7 +33,6 @@ take ``register=`` and ``store=`` to also record the written file in a runstash 
 from __future__ import annotations
 
 import io
-import mimetypes
 import os
 import threading
 import tomllib
@@ -45,6 +44,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._core import Artifact
 from .errors import InvalidArgumentError
 from .functions import write_atomic
+from .mime import PARQUET as PARQUET_MIME
+from .mime import guess as guess_mime
 from .store import DEFAULT_ROOT, Store
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ Compression = Literal["zstd", "lz4", "snappy"]
 
 _COMPRESSIONS = ("zstd", "lz4", "snappy")
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
-_PARQUET_MIME = "application/vnd.apache.parquet"
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -378,7 +378,7 @@ def write_text_atomic(
     st = _written_stat(dest, len(payload))
     st["wrote_text"] = True
     if register or store is not None:
-        _register(dest, payload, store, None, None, _guess_mime(dest) or "text/plain")
+        _register(dest, payload, store, None, None, guess_mime(dest) or "text/plain")
     return st
 
 
@@ -424,7 +424,7 @@ def write_parquet_atomic(
         st = _written_stat(dest, payload.nbytes)
         st["rows"] = int(df.height)
         if register or store is not None:
-            _register(dest, payload, store, None, None, _PARQUET_MIME)
+            _register(dest, payload, store, None, None, PARQUET_MIME)
     return st
 
 
@@ -448,12 +448,6 @@ def _default_store() -> Store:
         if s is None:
             s = _default_stores[root] = Store(root)
         return s
-
-
-def _guess_mime(path: str) -> str | None:
-    if path.lower().endswith(".parquet"):
-        return _PARQUET_MIME
-    return mimetypes.guess_type(path)[0]
 
 
 def _classify(path: str, subdir: str | None, run_id: str | None) -> tuple[str, str | None, str]:
@@ -531,4 +525,4 @@ def register_file(
     """
     _check_store(store)
     dest = _dest(path)
-    return _register(dest, None, store, subdir, run_id, _guess_mime(dest))
+    return _register(dest, None, store, subdir, run_id, guess_mime(dest))

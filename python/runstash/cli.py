@@ -62,6 +62,8 @@ EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 #: Not found (no store at the path, an unknown id, nothing matches) or a store error.
 EXIT_NOT_FOUND = 3
+#: Rows ``ls`` prints in its table unless given ``--limit`` (``--json`` prints every match).
+LS_ROWS = 50
 
 _EPILOG = """\
 exit codes: 0 ok, 1 verify found problems, 2 usage error, 3 not found or store error.
@@ -166,10 +168,13 @@ def _ls(args: argparse.Namespace) -> int:
         "labels": _labels(args),
         "pinned": args.pinned,
     }
+    limit = args.limit if args.limit is not None or args.json else LS_ROWS
     if args.sort:
-        arts = store.search(**filters, metric=args.sort, mode=args.mode, limit=args.limit)
+        arts = store.search(**filters, metric=args.sort, mode=args.mode, limit=limit)
+        if not arts:  # as `best`: nothing ranks by a metric no matching artifact has
+            raise CliError(f"no matching artifact has the metric {args.sort!r}")
     else:
-        arts = store.list(**filters, limit=args.limit)
+        arts = store.list(**filters, limit=limit)
     if args.json:
         _emit_json([a.to_dict() for a in arts])
         return EXIT_OK
@@ -182,6 +187,8 @@ def _ls(args: argparse.Namespace) -> int:
         shown = f"{len(arts)} of {total} matching, best first by {args.sort} ({args.mode})"
     else:
         shown = f"{len(arts)} of {total} matching, oldest first"
+    if args.limit is None and total > len(arts):
+        shown += f"; {total - len(arts)} more (--limit N shows N)"
     _print(Text(shown))
     return EXIT_OK
 
@@ -212,10 +219,11 @@ def _cat(args: argparse.Namespace) -> int:
     elif ":" not in ref:
         raise CliError(f"no artifact with id {args.ref!r}")
     out = sys.stdout.buffer
-    if args.verify:
-        out.write(store.read_bytes(ref, verify=True))
+    path = None if args.verify else store.existing_path(ref)
+    if path is None:  # verify, or packed (small) bytes: read them, writing no file
+        out.write(store.read_bytes(ref, verify=args.verify))
     else:
-        with store.open(ref) as f:
+        with open(path, "rb") as f:
             shutil.copyfileobj(f, out, 1 << 20)
     out.flush()
     return EXIT_OK
@@ -426,14 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     def json_flag(c: argparse.ArgumentParser) -> None:
         c.add_argument("--json", action="store_true", help="print JSON on stdout")
 
-    def mode(c: argparse.ArgumentParser, *, required: bool) -> None:
+    def mode(c: argparse.ArgumentParser) -> None:
         c.add_argument(
             "--mode",
             choices=["max", "min"],
-            required=required,
-            default=None if required else "max",
-            help="best is the largest (max) or smallest (min) value"
-            + ("" if required else " (default: max)"),
+            default="max",
+            help="best is the largest (max) or smallest (min) value (default: max)",
         )
 
     def grace(c: argparse.ArgumentParser) -> None:
@@ -466,18 +472,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="only unpinned artifacts",
     )
     c.add_argument("--sort", metavar="METRIC", help="rank by this metric, best first (see --mode)")
-    mode(c, required=False)
-    c.add_argument("--limit", type=_positive_int, metavar="N", help="at most N artifacts")
+    mode(c)
+    c.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help=f"at most N artifacts (default: {LS_ROWS} in the table, all with --json)",
+    )
     json_flag(c)
 
     c = command("show", "show one artifact's record", _show)
-    c.add_argument("id", help="the artifact id")
+    c.add_argument("id", metavar="ID", help="the artifact id")
     json_flag(c)
 
     c = command("best", "show the best artifact by a metric", _best)
     filters(c)
     c.add_argument("--metric", required=True, help="the metric to rank by")
-    mode(c, required=False)
+    mode(c)
     json_flag(c)
 
     c = command("cat", "write an artifact's bytes to stdout", _cat)
@@ -517,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only records with this label (repeatable)",
     )
     c.add_argument("--metric", required=True, help="the metric to rank by")
-    mode(c, required=True)
+    mode(c)
     c.add_argument(
         "--k", type=_positive_int, required=True, metavar="N", help="records to keep per group"
     )

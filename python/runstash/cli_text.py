@@ -69,32 +69,87 @@ def _kv(d: dict[str, Any], first: str | None = None) -> str:
     return ", ".join(f"{k}={d[k]:g}" if isinstance(d[k], float) else f"{k}={d[k]}" for k in keys)
 
 
-def _artifact_table(arts: Sequence[Artifact], metric: str | None = None) -> Table:
+#: The artifact table's columns in display order: (header, justify, width it never shrinks
+#: below, drop rank). On a terminal too narrow for all, columns go by drop rank (the highest
+#: first) until the rest fit; a kept column elides ("...") what does not fit, and no row ever
+#: wraps onto more lines.
+_COLUMNS: tuple[tuple[str, str, int, int], ...] = (
+    ("id", "left", 26, 0),
+    ("kind", "left", 12, 1),
+    ("size", "right", 9, 4),
+    ("created (UTC)", "left", 19, 7),
+    ("run", "left", 6, 3),
+    ("pin", "left", 3, 6),
+    ("metrics", "left", 12, 2),
+    ("labels", "left", 10, 5),
+)
+
+
+def _cells(a: Artifact, metric: str | None) -> tuple[str, ...]:
+    return (
+        a.id,
+        a.kind,
+        human_size(a.size),
+        _when(a.created_at),
+        a.run_id or "",
+        "yes" if a.pinned else "",
+        _kv(a.metrics, metric),
+        _kv(a.labels),
+    )
+
+
+def _artifact_table(
+    arts: Sequence[Artifact], metric: str | None = None, width: int | None = None
+) -> Table:
+    """The artifacts as a table that fits ``width`` columns (a terminal's; ``None``: whole)."""
+    if width is None:
+        c = Console(highlight=False)
+        width = c.width if c.is_terminal else None
+    rows = [_cells(a, metric) for a in arts]
+    natural = [max([len(h)] + [len(r[i]) for r in rows]) for i, (h, *_) in enumerate(_COLUMNS)]
+    # What each column needs: its widest cell or header, but at most its elision floor.
+    need = [min(n, c[2]) for n, c in zip(natural, _COLUMNS, strict=True)]
+    keep = set(range(len(_COLUMNS)))
+    by_rank = sorted(keep, key=lambda i: _COLUMNS[i][3])
+    for i in reversed(by_rank):
+        if width is None or sum(need[j] for j in keep) + 2 * (len(keep) - 1) <= width:
+            break
+        if _COLUMNS[i][3] > 0:
+            keep.discard(i)
+    widths: list[int | None] = [None] * len(_COLUMNS)
+    if width is not None:
+        # Each kept column gets what it needs; what is left goes to them by rank, up to each
+        # one's widest cell, so that the most useful columns are elided last.
+        spare = width - sum(need[j] for j in keep) - 2 * (len(keep) - 1)
+        for i in by_rank:
+            if i in keep:
+                extra = max(0, min(spare, natural[i] - need[i]))
+                widths[i] = need[i] + extra
+                spare -= extra
     t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    t.add_column("id", no_wrap=True, min_width=26)
-    t.add_column("kind", no_wrap=True)
-    t.add_column("size", justify="right", no_wrap=True)
-    t.add_column("created (UTC)", no_wrap=True)
-    t.add_column("run", overflow="fold")
-    t.add_column("pin", no_wrap=True)
-    t.add_column("metrics", overflow="fold")
-    t.add_column("labels", overflow="fold")
-    for a in arts:
-        t.add_row(
-            Text(a.id),
-            Text(a.kind),
-            human_size(a.size),
-            _when(a.created_at),
-            Text(a.run_id or ""),
-            "yes" if a.pinned else "",
-            Text(_kv(a.metrics, metric)),
-            Text(_kv(a.labels)),
-        )
+    for i, (header, justify, _, _) in enumerate(_COLUMNS):
+        if i in keep:
+            t.add_column(
+                header,
+                justify=justify,  # type: ignore[arg-type]
+                no_wrap=True,
+                overflow="ellipsis",
+                width=widths[i],
+            )
+    for r in rows:
+        t.add_row(*(Text(r[i]) for i in range(len(_COLUMNS)) if i in keep))
     return t
 
 
+def render_table(arts: Sequence[Artifact], metric: str | None, width: int) -> str:
+    """The artifact table as ``ls`` prints it on a terminal ``width`` columns wide."""
+    buf = io.StringIO()
+    Console(file=buf, width=width, highlight=False).print(_artifact_table(arts, metric, width))
+    return buf.getvalue()
+
+
 def _show_artifact(store: Store, a: Artifact, as_json: bool) -> None:
-    path = store.path_of(a)
+    path = store.existing_path(a)  # looking never writes: a packed blob has no file yet
     if as_json:
         _emit_json({**a.to_dict(), "path": path})
         return
@@ -116,7 +171,7 @@ def _show_artifact(store: Store, a: Artifact, as_json: bool) -> None:
         ("labels", _kv(a.labels)),
         ("metrics", _kv(a.metrics)),
         ("uri", a.uri),
-        ("path", path),
+        ("path", path or "(packed in the index: `runstash cat` prints the bytes)"),
     ]
     for k, v in rows:
         t.add_row(k, Text(v))

@@ -60,7 +60,7 @@ async def _demo_async(args: argparse.Namespace) -> int:
         print(f"lowest-energy state of run {run_id}: {await arts.load_artifact(best.uri)}")
     top = store.top_k(3, kind="checkpoint", metric="energy", mode="min", run_id=run_id)
     for a in top:
-        print(f"  checkpoint {a.id} step={a.metrics['step']:.0f} energy={a.metrics['energy']:.4f}")
+        print(f"  checkpoint {a.id} step={a.metrics['step']:.0f} energy={a.metrics['energy']:.6g}")
     print(f"index: {store.count()} artifacts in the store, {store.count(run_id=run_id)} this run")
     report = store.verify()
     assert isinstance(report, VerifyReport)

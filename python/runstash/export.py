@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .args import Labels, LabelValue
+from .optional import require
 
 if TYPE_CHECKING:
     import pyarrow
@@ -17,8 +18,9 @@ def arrow_table(c: dict[str, Any]) -> pyarrow.Table:
     """The artifacts in the engine's column form ``c`` as a pyarrow Table.
 
     :param c: what ``CoreStore.columns()`` returns: scalar columns, a list of label dicts,
-        and metric name -> value list (``None`` where absent)."""
-    import pyarrow as pa
+        and metric name -> value list (``None`` where absent).
+    :raises ModuleNotFoundError: pyarrow is not installed (the message names the extra)."""
+    pa = require("pyarrow", "to_arrow()")
 
     cols: dict[str, pa.Array] = {
         "id": pa.array(c["id"], pa.string()),

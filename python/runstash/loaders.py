@@ -11,6 +11,8 @@ import io
 import json
 from typing import Any
 
+from .optional import require
+
 TEXT_KINDS = {"text", "log", "note"}
 TEXT_EXTS = {".txt", ".md", ".log", ".csv"}
 
@@ -50,12 +52,10 @@ def decode(data: bytes, how: str) -> Any:
     if how == "text":
         return data.decode("utf-8")
     if how == "parquet":
-        import polars as pl
-
+        pl = require("polars", "decoding a parquet artifact")
         return pl.read_parquet(io.BytesIO(data))
     if how in ("npy", "npz"):
-        import numpy as np
-
+        np = require("numpy", f"decoding a .{how} artifact")
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
         if how == "npz":
             return {k: loaded[k] for k in loaded.files}

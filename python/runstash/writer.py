@@ -5,9 +5,11 @@ engine's streaming writer (which hashes as the bytes arrive), committed or abort
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 from . import _core
 from ._core import Artifact
+from .args import Buffer, Labels, Metrics
 
 __all__ = ["ArtifactWriter"]
 
@@ -32,7 +34,7 @@ class _RawBlobWriter(io.RawIOBase):
     def readable(self) -> bool:
         return False
 
-    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+    def write(self, b: Buffer) -> int:  # type: ignore[override]
         return self._core.write(b)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -57,6 +59,30 @@ class ArtifactWriter(io.BufferedWriter):
         self._finished = False
         #: The stored :class:`Artifact`, once the ``with`` block has ended normally.
         self.artifact: Artifact | None = None
+        #: Set by the facade: refuses labels that would move the artifact out of its scope.
+        self._check_labels: Callable[[Labels], None] | None = None
+
+    def add_labels(self, labels: Labels) -> None:
+        """Add labels to the artifact this writer makes (AetherGraph's writer has this).
+
+        :param labels: str keys to str / int / float / bool values; a key already given (to
+            :meth:`Store.writer` or an earlier call) takes the new value.
+        :raises InvalidArgumentError: a bad key or value (nothing is changed), or, on an
+            :class:`ArtifactFacade` writer, a scope id other than the facade's.
+        :raises ValueError: the write has already been committed or aborted.
+        """
+        if self._check_labels is not None:
+            self._check_labels(labels)
+        self._core.add_labels(labels)
+
+    def add_metrics(self, metrics: Metrics) -> None:
+        """Add metrics to the artifact this writer makes (AetherGraph's writer has this).
+
+        :param metrics: str names to finite numbers; a name already given takes the new value.
+        :raises InvalidArgumentError: a bad name or value (nothing is changed).
+        :raises ValueError: the write has already been committed or aborted.
+        """
+        self._core.add_metrics(metrics)
 
     def close(self) -> None:
         if self._finished:

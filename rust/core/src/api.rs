@@ -86,6 +86,9 @@ pub trait ArtifactStore: Send + Sync {
     fn read_blob(&self, d: &Digest, verify: bool) -> Result<Vec<u8>>;
     /// A local file holding the blob (on S3: in the cache, fetched now if needed).
     fn blob_path(&self, d: &Digest) -> Result<PathBuf>;
+    /// A local file that already holds the blob, if there is one: unlike `blob_path` this
+    /// writes, unpacks and downloads nothing (the read-only commands use it).
+    fn existing_blob_file(&self, d: &Digest) -> Result<Option<PathBuf>>;
     /// Re-hashes one blob: whether it is intact.
     fn verify_blob(&self, d: &Digest) -> Result<bool>;
     /// The digest a blob URI of this store names; `Invalid` for any other URI.
@@ -245,6 +248,11 @@ macro_rules! forward_store_methods {
             }
             fn blob_path(&self, d: &$crate::Digest) -> $crate::Result<::std::path::PathBuf> {
                 <$t>::blob_path(self, d)
+            }
+            fn existing_blob_file(
+                &self, d: &$crate::Digest,
+            ) -> $crate::Result<Option<::std::path::PathBuf>> {
+                <$t>::existing_blob_file(self, d)
             }
             fn verify_blob(&self, d: &$crate::Digest) -> $crate::Result<bool> {
                 <$t>::verify_blob(self, d)

@@ -382,7 +382,12 @@ pub fn write_atomic(dest: &Path, data: &[u8], durability: Durability) -> Result<
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut f = AtomicFile::create_in(dir, durability, None, 0o644, "")?;
+    let mut f = AtomicFile::create_in(dir, durability, None, 0o644, "").map_err(|e| {
+        // Name the caller's file, not the temp beside it that could not be created.
+        let cause = (e.kind() == crate::ErrorKind::NotFound)
+            .then(|| format!("the directory {} does not exist", dir.display()));
+        e.about("write", dest, cause)
+    })?;
     f.write_all(data)?;
     f.commit_replace(dest)
 }
@@ -433,6 +438,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn write_atomic_into_a_missing_directory_names_the_callers_file() {
+        let d = tmpdir("missing");
+        let dest = d.join("no-such-dir").join("out.parquet");
+        let e = write_atomic(&dest, b"x", Durability::Os).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+        assert_eq!(e.path(), Some(dest.as_path()));
+        assert_eq!(e.os_errno(), Some(2));
+        assert!(e.message().contains("out.parquet"), "{}", e.message());
+        assert!(e.message().contains("does not exist"), "{}", e.message());
+        assert!(!e.message().contains(TEMP_PREFIX), "{}", e.message());
     }
 
     #[test]

@@ -80,6 +80,18 @@ impl Error {
         }
     }
 
+    /// The same error (kind, OS error) told as `"<op> <path>: <cause>"`: about the path the
+    /// caller named rather than an internal one (a temp file beside it).
+    pub(crate) fn about(mut self, op: &str, path: &Path, cause: Option<String>) -> Self {
+        let cause = cause.unwrap_or_else(|| match &self.source {
+            Some(e) => e.to_string(),
+            None => self.message.clone(),
+        });
+        self.message = format!("{op} {}: {cause}", path.display());
+        self.path = Some(path.to_path_buf());
+        self
+    }
+
     pub fn with_path(mut self, path: &Path) -> Self {
         self.path = Some(path.to_path_buf());
         self

@@ -474,6 +474,13 @@ impl Store {
 
     /// The path of a blob's file. A packed blob gets its file here, on first request (written
     /// atomically, like any blob), so that callers who need a path have one.
+    /// The blob's file under `blobs/` when it has one (a packed blob has none until
+    /// [`blob_path`](Self::blob_path)); creates nothing.
+    pub fn existing_blob_file(&self, d: &Digest) -> Result<Option<PathBuf>> {
+        self.blobs.check_digest(d)?;
+        Ok(self.blobs.exists(d).then(|| self.blobs.path_of(d)))
+    }
+
     pub fn blob_path(&self, d: &Digest) -> Result<PathBuf> {
         self.blobs.check_digest(d)?;
         let p = self.blobs.path_of(d);

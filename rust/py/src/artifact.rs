@@ -129,10 +129,12 @@ impl PyArtifact {
     fn artifact_id(&self) -> String {
         self.id()
     }
-    /// The content hash's hex digits (BLAKE3 unless the store was made with hash="sha256").
+    /// The SHA-256 hex digest of the bytes (AetherGraph's content id) on a store that hashes
+    /// with SHA-256, else None: an attribute named after an algorithm never holds another
+    /// algorithm's digest (`hash` always has the store's own, with its algorithm's name).
     #[getter]
-    fn sha256(&self) -> String {
-        self.rec.digest.hex()
+    fn sha256(&self) -> Option<String> {
+        (self.rec.digest.algo() == HashAlgo::Sha256).then(|| self.rec.digest.hex())
     }
     /// Same as `size` (AetherGraph's name).
     #[getter]

@@ -157,7 +157,7 @@ impl PyStore {
         Ok(PyWriter {
             inner: Mutex::new(Some(w)),
             store: self.inner.clone(),
-            meta,
+            meta: Mutex::new(meta),
         })
     }
 
@@ -320,6 +320,13 @@ impl PyStore {
         let d = self.digest(r)?;
         let p = py.detach(|| self.inner.blob_path(&d)).py_err()?;
         Ok(p.to_string_lossy().into_owned())
+    }
+
+    /// The path of a file that already holds the blob, or None (writes nothing).
+    fn existing_file(&self, py: Python<'_>, r: &str) -> PyResult<Option<String>> {
+        let d = self.digest(r)?;
+        let p = py.detach(|| self.inner.existing_blob_file(&d)).py_err()?;
+        Ok(p.map(|p| p.to_string_lossy().into_owned()))
     }
 
     /// The "algo:hex" digest a ref names (a URI of this store, a digest, or bare hex).

@@ -8,7 +8,18 @@ pub(crate) struct PyWriter {
     pub(crate) inner: Mutex<Option<core::BlobWriter>>,
     /// The store it commits into.
     pub(crate) store: Arc<dyn ArtifactStore>,
-    pub(crate) meta: RecordMeta,
+    /// The record it makes; `add_labels` / `add_metrics` extend it until the commit.
+    pub(crate) meta: Mutex<RecordMeta>,
+}
+
+/// `into` with `add`'s keys set to `add`'s values (a key already there takes the new value).
+fn merge<V>(into: &mut Vec<(Arc<str>, V)>, add: Vec<(Arc<str>, V)>) {
+    for (k, v) in add {
+        match into.iter_mut().find(|(have, _)| *have == k) {
+            Some(slot) => slot.1 = v,
+            None => into.push((k, v)),
+        }
+    }
 }
 
 /// A count argument (a limit, a `k`): non-negative, else `InvalidArgumentError`.
@@ -63,13 +74,32 @@ impl PyWriter {
         self.inner.lock().is_none()
     }
 
+    /// Labels for the artifact this write makes (checked now; a key given again takes the
+    /// new value).
+    fn add_labels(&self, labels: &Bound<'_, PyDict>) -> PyResult<()> {
+        let add = labels_from(Some(labels))?;
+        if self.inner.lock().is_none() {
+            return Err(closed_err());
+        }
+        merge(&mut self.meta.lock().labels, add);
+        Ok(())
+    }
+
+    /// Metrics for the artifact this write makes (finite numbers, checked now).
+    fn add_metrics(&self, metrics: &Bound<'_, PyDict>) -> PyResult<()> {
+        let add = metrics_from(Some(metrics))?;
+        if self.inner.lock().is_none() {
+            return Err(closed_err());
+        }
+        merge(&mut self.meta.lock().metrics, add);
+        Ok(())
+    }
+
     /// Hash (streamed, or re-read after seeks), publish, record, and return the artifact.
     fn commit(&self, py: Python<'_>) -> PyResult<PyArtifact> {
         let w = self.inner.lock().take().ok_or_else(closed_err)?;
-        let recs = py.detach(|| {
-            self.store
-                .commit_writer(w, std::slice::from_ref(&self.meta))
-        });
+        let meta = self.meta.lock().clone();
+        let recs = py.detach(|| self.store.commit_writer(w, std::slice::from_ref(&meta)));
         first_artifact(recs, self.store.blob_uri_prefix())
     }
 

@@ -474,6 +474,16 @@ impl RemoteStore {
     }
 
     /// The path of a blob's file in the local cache, fetched now if needed.
+    /// The blob's file in the local cache when it is there; fetches and unpacks nothing.
+    pub fn existing_blob_file(&self, d: &Digest) -> Result<Option<PathBuf>> {
+        self.alive()?;
+        Ok(self
+            .inner
+            .cache
+            .exists(d)
+            .then(|| self.inner.cache.path_of(d)))
+    }
+
     pub fn blob_path(&self, d: &Digest) -> Result<PathBuf> {
         self.alive()?;
         if self.inner.cache.exists(d) {
